@@ -1,0 +1,252 @@
+"""A content-addressed embedding store, one per model fingerprint.
+
+Layout of a store (``<root>/<fingerprint[:20]>/``)::
+
+    store.json      fingerprint, model description, dimension (written once)
+    index.sqlite    key -> (shard, row, crc32), WAL mode
+    shards/*.f32    contiguous float32 rows, append-only, one file per writer
+
+Write protocol: a writer appends rows to its own shard file, flushes and fsyncs it, and only then
+commits the index rows for that batch in one SQLite transaction. A process killed at any moment
+leaves every committed vector readable; bytes appended but not committed are never referenced.
+Several processes can write to one store at once: each has its own shard file and SQLite
+serialises the index commits (``INSERT OR IGNORE``, so a text raced by two writers is stored once
+in the index). Every row's CRC32 is checked on read; a damaged row is dropped from the index and
+reported as a miss, so the caller re-encodes it and nothing else is lost.
+
+The store knows keys, a fingerprint string and float arrays, and nothing about models.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import uuid
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class CacheError(Exception):
+    """The cache cannot be used as asked (unwritable folder, disk full, damaged store)."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, shard TEXT NOT NULL, row INTEGER NOT NULL,
+                                    crc INTEGER NOT NULL) WITHOUT ROWID;
+"""
+_CHUNK = 500  # keys per SELECT ... IN (...)
+
+
+def text_key(fingerprint: str, text: str) -> bytes:
+    """Content hash of the model fingerprint and the (already normalized) text: 16 bytes."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=fingerprint.encode()[:64]).digest()
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("TWEETHEADS_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "tweetheads"
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    path: Path
+    fingerprint: str
+    description: dict
+    count: int
+    bytes: int
+
+
+class EmbeddingStore:
+    """Dict-like access to the vectors of one model fingerprint under ``root``."""
+
+    def __init__(self, root: str | Path, fingerprint: str, dim: int, description: dict | None = None):
+        self.root = Path(root)
+        self.fingerprint = fingerprint
+        self.dim = int(dim)
+        self.path = self.root / fingerprint[:20]
+        self._shard_name: str | None = None
+        self._shard_rows = 0
+        self._maps: dict[str, np.ndarray] = {}
+        self.dropped = 0  # damaged rows found on read since this object was made
+        try:
+            (self.path / "shards").mkdir(parents=True, exist_ok=True)
+            meta_path = self.path / "store.json"
+            if meta_path.exists():
+                meta = json.loads(meta_path.read_text())
+                if meta.get("fingerprint") != fingerprint or int(meta.get("dim", -1)) != self.dim:
+                    raise CacheError(
+                        f"{meta_path}: store belongs to fingerprint {meta.get('fingerprint')} dim {meta.get('dim')}, "
+                        f"not {fingerprint} dim {dim}; remove the folder with `cache clear`"
+                    )
+            else:
+                tmp = meta_path.with_name(f"store.json.{uuid.uuid4().hex}.tmp")
+                tmp.write_text(json.dumps({"fingerprint": fingerprint, "dim": self.dim,
+                                           "description": description or {}}, indent=2))
+                os.replace(tmp, meta_path)
+            self._db = sqlite3.connect(self.path / "index.sqlite", timeout=60, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            raise CacheError(f"cache store {self.path} cannot be opened ({exc}); check the folder "
+                             "or point --cache-dir / TWEETHEADS_CACHE_DIR elsewhere") from exc
+
+    # -- reading -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+
+    def _shard(self, name: str) -> np.ndarray | None:
+        arr = self._maps.get(name)
+        path = self.path / "shards" / name
+        size = path.stat().st_size if path.exists() else 0
+        if arr is None or arr.shape[0] * self.dim * 4 < size - size % (self.dim * 4):
+            if size < self.dim * 4:
+                return None
+            arr = np.memmap(path, dtype=np.float32, mode="r", shape=(size // (self.dim * 4), self.dim))
+            self._maps[name] = arr
+        return arr
+
+    def get_many(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(found, vectors)``: a bool mask and a float32 array, zero rows where not found."""
+        out = np.zeros((len(keys), self.dim), dtype=np.float32)
+        found = np.zeros(len(keys), dtype=bool)
+        position: dict[bytes, list[int]] = {}
+        for i, key in enumerate(keys):
+            position.setdefault(key, []).append(i)
+        unique = list(position)
+        by_shard: dict[str, list[tuple[bytes, int, int]]] = {}
+        for start in range(0, len(unique), _CHUNK):
+            chunk = unique[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for key, shard, row, crc in self._db.execute(
+                f"SELECT key, shard, row, crc FROM vectors WHERE key IN ({marks})", chunk
+            ):
+                by_shard.setdefault(shard, []).append((key, row, crc))
+        damaged: list[bytes] = []
+        for shard, entries in by_shard.items():
+            arr = self._shard(shard)
+            rows = np.array([row for _, row, _ in entries], dtype=np.int64)
+            if arr is None:
+                damaged.extend(key for key, _, _ in entries)
+                continue
+            ok_rows = rows < arr.shape[0]
+            block = np.zeros((len(rows), self.dim), dtype=np.float32)
+            block[ok_rows] = arr[rows[ok_rows]]
+            for (key, _, crc), vec, ok in zip(entries, block, ok_rows):
+                if not ok or zlib.crc32(vec.tobytes()) != crc:
+                    damaged.append(key)
+                    continue
+                for i in position[key]:
+                    out[i] = vec
+                    found[i] = True
+        if damaged:
+            self.dropped += len(damaged)
+            self._delete(damaged)
+        return found, out
+
+    def _delete(self, keys: list[bytes]) -> None:
+        with self._transaction():
+            self._db.executemany("DELETE FROM vectors WHERE key = ?", [(k,) for k in keys])
+
+    # -- writing -------------------------------------------------------------------------------
+    def _transaction(self):
+        db = self._db
+
+        class _Tx:
+            def __enter__(self):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, exc, tb):
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+                return False
+
+        return _Tx()
+
+    def put_many(self, keys: list[bytes], vectors: np.ndarray) -> int:
+        """Store vectors for keys not already present; returns how many were added. Atomic per call."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape != (len(keys), self.dim):
+            raise CacheError(f"expected {len(keys)} vectors of dim {self.dim}, got shape {vectors.shape}")
+        if not len(keys):
+            return 0
+        if self._shard_name is None:
+            self._shard_name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}.f32"
+            self._shard_rows = 0
+        path = self.path / "shards" / self._shard_name
+        try:
+            with open(path, "ab") as handle:
+                start = handle.tell() // (self.dim * 4)
+                handle.write(vectors.tobytes())
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            self._shard_name = None  # a torn append is never referenced; the next batch starts a new shard
+            raise CacheError(f"cannot write to cache shard {path} ({exc}); free disk space or use "
+                             "another --cache-dir; vectors committed earlier are kept") from exc
+        rows = [(key, self._shard_name, start + i, zlib.crc32(vectors[i].tobytes())) for i, key in enumerate(keys)]
+        try:
+            with self._transaction():
+                before = self._db.total_changes
+                self._db.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?, ?, ?)", rows)
+                added = self._db.total_changes - before
+        except sqlite3.Error as exc:
+            raise CacheError(f"cannot commit to cache index {self.path / 'index.sqlite'} ({exc}); "
+                             "vectors committed earlier are kept") from exc
+        return added
+
+    def close(self) -> None:
+        self._maps.clear()
+        self._db.close()
+
+
+class NullStore:
+    """The same interface with nothing stored: ``cache_dir=None`` switches caching off."""
+
+    dropped = 0
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def __len__(self) -> int:
+        return 0
+
+    def get_many(self, keys):
+        return np.zeros(len(keys), dtype=bool), np.zeros((len(keys), self.dim), dtype=np.float32)
+
+    def put_many(self, keys, vectors) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def list_stores(root: str | Path) -> list[StoreInfo]:
+    root = Path(root)
+    infos = []
+    for meta_path in sorted(root.glob("*/store.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+            with sqlite3.connect(meta_path.parent / "index.sqlite", timeout=60) as db:
+                count = db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        except (OSError, ValueError, sqlite3.Error):
+            meta, count = {"fingerprint": meta_path.parent.name, "description": {"error": "unreadable"}}, 0
+        size = sum(p.stat().st_size for p in meta_path.parent.rglob("*") if p.is_file())
+        infos.append(StoreInfo(meta_path.parent, meta.get("fingerprint", ""), meta.get("description", {}), count, size))
+    return infos
+
+
+def clear_store(root: str | Path, prefix: str) -> list[Path]:
+    """Remove the stores whose fingerprint starts with ``prefix`` (``"all"`` removes every store)."""
+    removed = []
+    for info in list_stores(root):
+        if prefix == "all" or info.fingerprint.startswith(prefix) or info.path.name.startswith(prefix):
+            shutil.rmtree(info.path)
+            removed.append(info.path)
+    if not removed:
+        raise CacheError(f"no cache store under {root} matches {prefix!r}; see `cache info` for the list")
+    return removed

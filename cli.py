@@ -1,0 +1,212 @@
+"""tweetheads command line: a thin click layer over the library (embed/, heads/, cache/, scoring/).
+
+Library code raises; only this file turns exceptions into one-line messages and exit codes.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from cache import CacheError, clear_store, default_cache_dir, list_stores
+from embed.errors import TweetheadsError
+
+_CARD_DEFAULTS = "defaults are the reference card's recipe"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from sklearn.exceptions import NotFittedError
+
+    errors: list[type[BaseException]] = [TweetheadsError, CacheError, NotFittedError]
+    try:
+        from heads import HeadError
+
+        errors.append(HeadError)
+    except ImportError:  # heads/ not importable: only its own commands fail
+        pass
+    return tuple(errors)
+
+
+class _Group(click.Group):
+    """Turns library exceptions into ``Error: ...`` and exit code 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _user_errors() as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+cache_dir_option = click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Embedding cache folder [default: $TWEETHEADS_CACHE_DIR or ~/.cache/tweetheads].")
+text_col_option = click.option("--text-col", default="text", show_default=True, help="Column holding the tweet.")
+label_col_option = click.option("--label-col", default="label", show_default=True, help="Column holding the label.")
+max_rows_option = click.option("--max-train-rows", type=int, default=None,
+                               help="Use only the first N training rows (short CPU runs).")
+
+
+def _embed_options(f):
+    f = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32",
+                     show_default=True, help="Inference precision (part of the cache fingerprint).")(f)
+    f = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")(f)
+    f = click.option("--batch-size", type=int, default=64, show_default=True)(f)
+    f = click.option("--max-length", type=int, default=None,
+                     help="Max tokens per text [default: the model's own max_seq_length].")(f)
+    f = click.option("--pooling", type=click.Choice(["cls", "mean"]), default="cls", show_default=True,
+                     help="CLS token (the target model's pooling) or mean of tokens.")(f)
+    return f
+
+
+def _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir, progress=True):
+    from embed.encoder import Embedder
+
+    _quiet_transformers()
+    return Embedder(model, pooling=pooling, max_length=max_length, batch_size=batch_size, device=device,
+                    precision=precision, cache_dir=cache_dir or "default", progress=progress)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def cli():
+    """Fine-tune a sentence encoder once, cache its CLS embeddings, train cheap swappable heads."""
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--eval-fraction", type=float, default=0.2)
+@click.option("--seed", type=int, default=42)
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@text_col_option
+@click.option("--group-duplicates", is_flag=True,
+              help="Keep every copy of a normalized text on one side (an honest held-out split).")
+def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
+    """Split FILE into OUT_DIR/train and OUT_DIR/eval, keeping every column."""
+    from embed.split import SplitConfig, split_file
+
+    result = split_file(file, out_dir, SplitConfig(eval_fraction, seed, text_col, group_duplicates))
+    share = result.eval_in_train / result.eval_rows
+    click.echo(f"train: {result.train_rows} rows -> {result.train_path}")
+    click.echo(f"eval:  {result.eval_rows} rows -> {result.eval_path}")
+    click.echo(f"eval texts also in train: {result.eval_in_train} of {result.eval_rows} ({share:.1%}) after "
+               f"normalization, {result.eval_exact_in_train} exact copies"
+               + ("" if group_duplicates else "; --group-duplicates keeps copies on one side"))
+
+
+@cli.command()
+@click.option("--train", "train_path", type=click.Path(path_type=Path), required=True)
+@click.option("--eval", "eval_path", type=click.Path(path_type=Path), default=None)
+@click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--model", default="sentence-transformers/msmarco-distilbert-base-tas-b",
+              help="Hub id, local folder, run folder, or an offline alias (minilm, mpnet).")
+@text_col_option
+@label_col_option
+@max_rows_option
+@click.option("--lr", type=float, default=1e-6)
+@click.option("--train-batch-size", type=int, default=8)
+@click.option("--eval-batch-size", type=int, default=8)
+@click.option("--seed", type=int, default=42)
+@click.option("--adam-beta1", type=float, default=0.9)
+@click.option("--adam-beta2", type=float, default=0.999)
+@click.option("--adam-epsilon", type=float, default=1e-8)
+@click.option("--weight-decay", type=float, default=0.0)
+@click.option("--warmup-steps", type=int, default=0)
+@click.option("--epochs", type=float, default=20)
+@click.option("--max-steps", type=int, default=None, help="Stop after this many steps (overrides --epochs).")
+@click.option("--max-length", type=int, default=None, help="[default: the model's max_seq_length]")
+@click.option("--dropout", type=float, default=0.2)
+@click.option("--group-by-length/--no-group-by-length", default=True,
+              help="Length-grouped batches within shuffled mega-batches (less padding).")
+@click.option("--normalize/--no-normalize", default=True, help="Tweet normalization (@user, http).")
+@click.option("--device", default="auto")
+@click.option("--save-every", type=int, default=500, help="Checkpoint every N steps (and every epoch).")
+@click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoint.")
+@cache_dir_option
+def finetune(train_path, eval_path, run_dir, resume, cache_dir, **options):
+    """Fine-tune the encoder end to end (defaults are the reference card's recipe)."""
+    from embed.finetune import FinetuneConfig, fine_tune
+
+    _quiet_transformers()
+    config = FinetuneConfig(**{key: value for key, value in options.items()})
+    metrics = fine_tune(train_path, run_dir, config, eval_path=eval_path, resume=resume, cache_dir=cache_dir)
+    final = metrics.get("final") or {}
+    summary = f"wrote {run_dir}: {metrics['steps']} steps"
+    if "accuracy" in final:
+        summary += f", eval accuracy {final['accuracy']:.4f}, eval loss {final['validation_loss']:.4f}"
+    if metrics.get("examples_per_second"):
+        summary += f", {metrics['examples_per_second']:.1f} training examples/s"
+    click.echo(summary)
+
+
+@cli.command()
+@click.option("--model", default="sentence-transformers/msmarco-distilbert-base-tas-b",
+              help="Hub id, local folder, run folder, or an offline alias (minilm, mpnet).")
+@click.option("--input", "input_path", type=click.Path(path_type=Path), required=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the vectors, in input row order, to this .npy file.")
+@text_col_option
+@_embed_options
+@cache_dir_option
+def embed(model, input_path, output, text_col, pooling, max_length, batch_size, device, precision, cache_dir):
+    """Embed a file's texts through the cache (only new texts are encoded)."""
+    import numpy as np
+
+    from embed.data import load_texts
+
+    table = load_texts(input_path, text_col)
+    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir)
+    vectors, stats = embedder.embed(table.texts)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(output.name + ".tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(output)
+        click.echo(f"wrote {output} {vectors.shape}")
+    click.echo(stats.summary())
+
+
+@cli.group(cls=_Group)
+def cache():
+    """Inspect or clear the embedding cache."""
+
+
+@cache.command("info")
+@cache_dir_option
+def cache_info(cache_dir):
+    """List stores: fingerprint, model, vectors, size."""
+    root = cache_dir or default_cache_dir()
+    stores = list_stores(root)
+    if not stores:
+        click.echo(f"no cache stores under {root}")
+        return
+    for info in stores:
+        desc = info.description
+        click.echo(f"{info.path.name}  {desc.get('model', '?')} ({desc.get('pooling', '?')}, "
+                   f"{desc.get('precision', '?')}, dim {desc.get('dim', '?')})  {info.count} vectors  "
+                   f"{info.bytes / 2**20:.1f} MiB")
+
+
+@cache.command("clear")
+@click.argument("store")
+@cache_dir_option
+def cache_clear(store, cache_dir):
+    """Remove the store whose fingerprint starts with STORE (``all`` removes every store)."""
+    for path in clear_store(cache_dir or default_cache_dir(), store):
+        click.echo(f"removed {path}")
+
+
+def main() -> None:
+    cli(prog_name="tweetheads")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

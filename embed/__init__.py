@@ -1,0 +1,1 @@
+"""Stage one: models, data, fine-tuning and cached embeddings."""

@@ -1,0 +1,20 @@
+"""The end-to-end classification head trained with the encoder (torch module).
+
+Shaped like Hugging Face's DistilBertForSequenceClassification head: a dense layer (dim -> dim),
+ReLU, dropout, and a dense layer to the labels, applied to the CLS token of the last hidden state.
+Inference without torch lives in ``runs.EndToEndClassifier``.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+
+class ClassifierHead(nn.Module):
+    def __init__(self, dim: int, n_labels: int, dropout: float = 0.2):
+        super().__init__()
+        self.pre_classifier = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(dim, n_labels)
+
+    def forward(self, cls):
+        return self.classifier(self.dropout(nn.functional.relu(self.pre_classifier(cls))))

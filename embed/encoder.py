@@ -1,0 +1,227 @@
+"""CLS (or mean) embeddings through the cache: no text is ever encoded twice by the same model.
+
+``Embedder`` is a scikit-learn transformer (``transform(texts) -> array``) that loads its model
+lazily on first use, so ``make_pipeline(Embedder("minilm"), KNNHead())`` works. ``embed`` returns
+the vectors plus counts (hits, encoded, seconds). Texts are normalized, deduplicated, looked up in
+the cache, and only the misses are tokenized once, sorted by length and encoded in batches with
+no padding waste; every batch group is committed to the cache as it finishes, so an interrupted
+run keeps its work. CLS is the first token of the last hidden state, before any normalization.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from cache import EmbeddingStore, NullStore, default_cache_dir, text_key
+
+from .errors import ModelError
+from .models import ModelSource, fingerprint, load_encoder, max_seq_length, resolve_model, hidden_size
+from .normalize import normalizer
+
+POOLINGS = ("cls", "mean")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+_COMMIT_EVERY = 2048  # texts encoded between cache commits
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but torch sees no GPU; use --device cpu")
+    return device
+
+
+def pick_precision(precision: str, device: str) -> str:
+    """``auto``: fp16 on a GPU, fp32 on a CPU (see BENCHMARKS.md for bf16 on CPUs that have it)."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "fp16" if device.startswith("cuda") else "fp32"
+    return precision
+
+
+@dataclass
+class EmbedStats:
+    texts: int = 0
+    unique: int = 0
+    hits: int = 0
+    encoded: int = 0
+    truncated: int = 0
+    damaged: int = 0
+    seconds: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.texts / self.seconds if self.seconds > 0 else float("inf")
+
+    def summary(self) -> str:
+        return (f"{self.texts} texts, {self.hits} cache hits, {self.encoded} encoded, "
+                f"{self.seconds:.1f} s, {self.per_second:,.0f} texts/s")
+
+
+@dataclass
+class LoadedEncoder:
+    """What decides a vector (fingerprint) plus the tokenizer; the weights load only when encoding."""
+
+    source: ModelSource
+    device: str
+    precision: str
+    max_length: int
+    dim: int
+    fingerprint: str
+    description: dict = field(default_factory=dict)
+    model: object = None
+    tokenizer: object = None
+
+    def ensure_tokenizer(self):
+        if self.tokenizer is None:
+            _, self.tokenizer = load_encoder(self.source, model=False)
+        return self.tokenizer
+
+    def ensure_model(self):
+        if self.model is None:
+            import torch
+
+            model, _ = load_encoder(self.source, tokenizer=False)
+            self.device = pick_device(self.device)
+            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+            self.model = model.to(device=self.device, dtype=dtype).eval()
+        return self.model
+
+
+class Embedder(TransformerMixin, BaseEstimator):
+    """Texts in, float32 vectors out, through the embedding cache.
+
+    Parameters are stored only; the model loads on first ``transform``/``embed``.
+    ``cache_dir="default"`` uses ``$TWEETHEADS_CACHE_DIR`` or ``~/.cache/tweetheads``; ``None``
+    switches the cache off.
+    """
+
+    def __init__(self, model: str = "minilm", *, pooling: str = "cls", max_length: int | None = None,
+                 batch_size: int = 64, device: str = "auto", precision: str = "fp32",
+                 normalize: bool = True, cache_dir: str | Path | None = "default", progress: bool = False):
+        self.model = model
+        self.pooling = pooling
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+        self.precision = precision
+        self.normalize = normalize
+        self.cache_dir = cache_dir
+        self.progress = progress
+
+    # -- loading -----------------------------------------------------------------------------
+    def _cache_root(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return default_cache_dir() if self.cache_dir == "default" else Path(self.cache_dir)
+
+    def load(self) -> LoadedEncoder:
+        """Resolve the model, load its tokenizer and compute the fingerprint; weights stay on disk."""
+        if getattr(self, "encoder_", None) is not None:
+            return self.encoder_
+        if self.pooling not in POOLINGS:
+            raise ModelError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        source = resolve_model(self.model, self._cache_root())
+        dim = hidden_size(source.path)
+        device = pick_device(self.device) if self.precision == "auto" else self.device  # torch only when needed
+        precision = pick_precision(self.precision, device)
+        max_length = int(self.max_length or max_seq_length(source.path))
+        _, norm_version = normalizer(self.normalize)
+        fp = fingerprint(source, self.pooling, max_length, norm_version, precision)
+        description = {"model": self.model, "path": str(source.path), "pooling": self.pooling,
+                       "max_length": max_length, "normalization": norm_version, "precision": precision,
+                       "dim": dim}
+        self.encoder_ = LoadedEncoder(source, device, precision, max_length, dim, fp, description)
+        return self.encoder_
+
+    @property
+    def fingerprint_(self) -> str:
+        return self.load().fingerprint
+
+    def open_store(self):
+        enc = self.load()
+        root = self._cache_root()
+        if root is None:
+            return NullStore(enc.dim)
+        return EmbeddingStore(root, enc.fingerprint, enc.dim, enc.description)
+
+    # -- encoding ----------------------------------------------------------------------------
+    def _encode_ids(self, enc: LoadedEncoder, batch_ids: list[list[int]]) -> np.ndarray:
+        import torch
+
+        padded = enc.ensure_tokenizer().pad({"input_ids": batch_ids}, return_tensors="pt")
+        model = enc.ensure_model()
+        ids = padded["input_ids"].to(enc.device)
+        mask = padded["attention_mask"].to(enc.device)
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        if self.pooling == "cls":
+            vectors = hidden[:, 0]
+        else:
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return vectors.float().cpu().numpy()
+
+    def encode_new(self, texts: list[str], bar=None) -> tuple[np.ndarray, int]:
+        """Encode already-normalized texts, bypassing the cache; returns ``(vectors, truncated)``."""
+        import torch
+
+        enc = self.load()
+        out = np.zeros((len(texts), enc.dim), dtype=np.float32)
+        if not texts:
+            return out, 0
+        tokenized = enc.ensure_tokenizer()(texts, add_special_tokens=True, truncation=True, max_length=enc.max_length,
+                                  return_attention_mask=False)["input_ids"]
+        truncated = sum(1 for ids in tokenized if len(ids) >= enc.max_length)
+        order = np.argsort([len(ids) for ids in tokenized], kind="stable")
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start:start + self.batch_size]
+                out[rows] = self._encode_ids(enc, [tokenized[i] for i in rows])
+                if bar is not None:
+                    bar.update(len(rows))
+        return out, truncated
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, EmbedStats]:
+        """Vectors for ``texts`` in order, and what it cost. Only cache misses are encoded."""
+        from tqdm.auto import tqdm
+
+        started = time.perf_counter()
+        enc = self.load()
+        norm, _ = normalizer(self.normalize)
+        normalized = [norm(t) for t in texts]
+        index: dict[str, int] = {}
+        rows_of = np.array([index.setdefault(t, len(index)) for t in normalized], dtype=np.int64)
+        unique = list(index)
+        keys = [text_key(enc.fingerprint, t) for t in unique]
+        store = self.open_store()
+        try:
+            found, vectors = store.get_many(keys)
+            missing = np.flatnonzero(~found)
+            stats = EmbedStats(texts=len(texts), unique=len(unique), encoded=len(missing), damaged=store.dropped,
+                               hits=int(found[rows_of].sum()))
+            # encode in groups, committing each, so an interrupted run keeps what it finished
+            missing = missing[np.argsort([len(unique[i]) for i in missing], kind="stable")]
+            with tqdm(total=len(missing), unit="text", desc="encoding", disable=None if self.progress and len(missing) else True) as bar:
+                for start in range(0, len(missing), _COMMIT_EVERY):
+                    rows = missing[start:start + _COMMIT_EVERY]
+                    new, truncated = self.encode_new([unique[i] for i in rows], bar)
+                    vectors[rows] = new
+                    store.put_many([keys[i] for i in rows], new)
+                    stats.truncated += truncated
+        finally:
+            store.close()
+        stats.seconds = time.perf_counter() - started
+        return vectors[rows_of], stats
+
+    def fit(self, texts=None, y=None):
+        return self
+
+    def transform(self, texts) -> np.ndarray:
+        return self.embed(list(texts))[0]

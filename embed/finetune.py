@@ -1,0 +1,290 @@
+"""Stage one, phase one: fine-tune the whole encoder plus a classification head on the CLS token.
+
+Defaults are the reference card's recipe (lr 1e-6, batch 8/8, seed 42, Adam (0.9, 0.999, 1e-8),
+linear decay with no warm-up, 20 epochs, evaluation every epoch). Batches are padded per batch
+(dynamic padding) and, by default, grouped by length within shuffled mega-batches as Hugging
+Face's ``group_by_length`` does, so a CPU run wastes no time on padding. On a GPU the forward pass
+runs under autocast (bf16 where supported, else fp16 with a grad scaler).
+
+A checkpoint (weights, optimizer, scheduler, RNG state, step) is written every ``save_every``
+steps, at the end of each epoch and on Ctrl-C; ``resume=True`` continues from it and, on the same
+device, reaches the same weights as an uninterrupted run. Not here: distributed training.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data import LabelMap, load_texts
+from .errors import TweetheadsError
+from .models import DEFAULT_MODEL, RUN_MARKER, load_encoder, max_seq_length, resolve_model
+from .normalize import normalizer
+from .runs import CLASSIFIER_FILE, ENCODER_DIR, save_encoder
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    model: str = DEFAULT_MODEL
+    lr: float = 1e-6
+    train_batch_size: int = 8
+    eval_batch_size: int = 8
+    seed: int = 42
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    epochs: float = 20
+    max_steps: int | None = None
+    max_train_rows: int | None = None
+    max_length: int | None = None  # None: the model's own max_seq_length
+    dropout: float = 0.2
+    group_by_length: bool = True
+    normalize: bool = True
+    text_col: str = "text"
+    label_col: str = "label"
+    device: str = "auto"
+    save_every: int = 500
+    progress: bool = True
+
+
+class Interrupted(TweetheadsError):
+    """Training stopped by Ctrl-C after writing a usable checkpoint."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _batches(lengths: list[int], batch_size: int, seed: int, group_by_length: bool) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    if group_by_length:
+        mega = batch_size * 50
+        lens = np.asarray(lengths)
+        order = np.concatenate([chunk[np.argsort(-lens[chunk], kind="stable")]
+                                for chunk in np.array_split(order, max(1, math.ceil(len(order) / mega)))])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if group_by_length and len(batches) > 1:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+class _Trainer:
+    def __init__(self, config: FinetuneConfig, train, eval_data, run_dir: Path, cache_dir):
+        import torch
+
+        from .classifier import ClassifierHead
+        from .encoder import pick_device
+
+        self.torch, self.config, self.run_dir = torch, config, run_dir
+        self.device = pick_device(config.device)
+        self.source = resolve_model(config.model, cache_dir)
+        torch.manual_seed(config.seed)
+        self.encoder, self.tokenizer = load_encoder(self.source)
+        self.max_length = int(config.max_length or max_seq_length(self.source.path))
+        self.labels = LabelMap.from_labels(train.labels)
+        dim = int(self.encoder.config.hidden_size)
+        self.head = ClassifierHead(dim, len(self.labels.names), config.dropout)
+        for layer in (self.head.pre_classifier, self.head.classifier):  # as transformers initialises it
+            torch.nn.init.normal_(layer.weight, std=0.02)
+            torch.nn.init.zeros_(layer.bias)
+        self.encoder.to(self.device)
+        self.head.to(self.device)
+        norm, self.norm_version = normalizer(config.normalize)
+        self.train_ids = self._tokenize([norm(t) for t in train.texts])
+        self.train_y = np.asarray(self.labels.encode(train.labels, train.path))
+        self.eval_ids = self._tokenize([norm(t) for t in eval_data.texts]) if eval_data else None
+        self.eval_y = np.asarray(self.labels.encode(eval_data.labels, eval_data.path)) if eval_data else None
+        self.steps_per_epoch = math.ceil(len(self.train_ids) / config.train_batch_size)
+        total = int(math.ceil(config.epochs * self.steps_per_epoch))
+        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        params = list(self.encoder.parameters()) + list(self.head.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+                                           eps=config.adam_epsilon, weight_decay=config.weight_decay)
+        warm, span = config.warmup_steps, max(1, total - config.warmup_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / span))
+        self.amp_dtype = None
+        if self.device.startswith("cuda"):
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.step, self.history, self.epoch_losses = 0, [], []
+        self.examples, self.train_seconds, self.data_files = 0, 0.0, {}
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length,
+                              return_attention_mask=False)["input_ids"]
+
+    def _forward(self, ids: list[list[int]]):
+        padded = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+        input_ids = padded["input_ids"].to(self.device)
+        mask = padded["attention_mask"].to(self.device)
+        with self.torch.autocast(self.device.split(":")[0], dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            return self.head(hidden[:, 0]).float()
+
+    def evaluate(self) -> tuple[float, float]:
+        torch = self.torch
+        self.encoder.eval(), self.head.eval()
+        order = np.argsort([len(x) for x in self.eval_ids], kind="stable")
+        losses, correct = 0.0, 0
+        with torch.inference_mode():
+            for i in range(0, len(order), self.config.eval_batch_size):
+                rows = order[i:i + self.config.eval_batch_size]
+                logits = self._forward([self.eval_ids[r] for r in rows])
+                target = torch.as_tensor(self.eval_y[rows], device=self.device)
+                losses += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
+                correct += int((logits.argmax(1) == target).sum())
+        self.encoder.train(), self.head.train()
+        return losses / len(order), correct / len(order)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        from safetensors.torch import save_file
+
+        torch = self.torch
+        final, tmp = self.run_dir / "checkpoint", self.run_dir / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in self.encoder.state_dict().items()}, str(tmp / "encoder.safetensors"))
+        save_file(self.head.state_dict(), str(tmp / "head.safetensors"))
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state()}, tmp / "state.pt")
+        (tmp / "progress.json").write_text(json.dumps({"step": self.step, "history": self.history,
+                                                       "epoch_losses": self.epoch_losses}))
+        old = self.run_dir / "checkpoint.old"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self) -> None:
+        from safetensors.torch import load_file
+
+        torch, folder = self.torch, self.run_dir / "checkpoint"
+        if not (folder / "progress.json").exists():
+            raise TweetheadsError(f"{folder}: no checkpoint to resume from; run without --resume")
+        self.encoder.load_state_dict(load_file(str(folder / "encoder.safetensors"), device=self.device))
+        self.head.load_state_dict(load_file(str(folder / "head.safetensors"), device=self.device))
+        state = torch.load(folder / "state.pt", weights_only=True, map_location=self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        progress = json.loads((folder / "progress.json").read_text())
+        self.step, self.history, self.epoch_losses = progress["step"], progress["history"], progress["epoch_losses"]
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def train(self) -> None:
+        from tqdm.auto import tqdm
+
+        torch, config = self.torch, self.config
+        self.encoder.train(), self.head.train()
+        lengths = [len(x) for x in self.train_ids]
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="fine-tuning",
+                   disable=None if config.progress else True, dynamic_ncols=True)
+        try:
+            while self.step < self.total_steps:
+                epoch = self.step // self.steps_per_epoch
+                batches = _batches(lengths, config.train_batch_size, config.seed + epoch, config.group_by_length)
+                for batch in batches[self.step - epoch * self.steps_per_epoch:]:
+                    tick = time.perf_counter()
+                    logits = self._forward([self.train_ids[i] for i in batch])
+                    target = torch.as_tensor(self.train_y[batch], device=self.device)
+                    loss = torch.nn.functional.cross_entropy(logits, target)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.scheduler.step()
+                    self.step += 1
+                    self.epoch_losses.append(float(loss.item()))
+                    self.examples += len(batch)
+                    self.train_seconds += time.perf_counter() - tick
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{np.mean(self.epoch_losses[-50:]):.4f}", epoch=f"{self.step / self.steps_per_epoch:.2f}")
+                    if self.step % self.steps_per_epoch == 0 or self.step == self.total_steps:
+                        self._end_epoch()
+                    if self.step % config.save_every == 0 or self.step % self.steps_per_epoch == 0 \
+                            or self.step == self.total_steps:
+                        self.save_checkpoint()
+                    if self.step >= self.total_steps:
+                        break
+        except KeyboardInterrupt:
+            bar.close()
+            self.save_checkpoint()
+            self.write_run(interrupted=True)
+            raise Interrupted(f"interrupted at step {self.step}/{self.total_steps}; checkpoint saved in "
+                              f"{self.run_dir / 'checkpoint'}; continue with the same command plus --resume") from None
+        bar.close()
+
+    def _end_epoch(self) -> None:
+        row = {"epoch": round(self.step / self.steps_per_epoch, 4), "step": self.step,
+               "training_loss": float(np.mean(self.epoch_losses)) if self.epoch_losses else None}
+        if self.eval_ids is not None:
+            row["validation_loss"], row["accuracy"] = self.evaluate()
+        self.history.append(row)
+        self.epoch_losses = []
+
+    def write_run(self, *, interrupted: bool) -> dict:
+        from safetensors.torch import save_file
+
+        from .model_card import write_model_card
+
+        run_dir, config = self.run_dir, self.config
+        save_encoder(self.encoder, self.tokenizer, run_dir / ENCODER_DIR, self.max_length)
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                  str(run_dir / CLASSIFIER_FILE))
+        self.labels.save(run_dir / "labels.json")
+        metrics = {"history": self.history, "steps": self.step, "total_steps": self.total_steps,
+                   "steps_per_epoch": self.steps_per_epoch, "interrupted": interrupted,
+                   "final": self.history[-1] if self.history else None,
+                   "train_seconds": self.train_seconds,
+                   "examples_per_second": self.examples / self.train_seconds if self.train_seconds else None}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        info_path = run_dir / RUN_MARKER
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        info.update({"format": "tweetheads-run/1", "config": asdict(config), "base_model": config.model,
+                     "base_model_path": str(self.source.path), "labels": list(self.labels.names),
+                     "max_length": self.max_length, "normalization": self.norm_version, "device": self.device,
+                     "interrupted": interrupted})
+        info["data"] = self.data_files
+        info_path.write_text(json.dumps(info, indent=2) + "\n")
+        write_model_card(run_dir, info, metrics)
+        return metrics
+
+
+def fine_tune(train_path: str | Path, run_dir: str | Path, config: FinetuneConfig = FinetuneConfig(),
+              eval_path: str | Path | None = None, resume: bool = False, cache_dir=None) -> dict:
+    """Fine-tune and write RUN_DIR; returns the metrics dict (also in ``RUN_DIR/metrics.json``)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "checkpoint").exists() and not resume:
+        raise TweetheadsError(f"{run_dir} already holds a run with a checkpoint; pass --resume to continue it "
+                              "or choose another --out")
+    train = load_texts(train_path, config.text_col, config.label_col, config.max_train_rows)
+    eval_data = load_texts(eval_path, config.text_col, config.label_col) if eval_path else None
+    if len(set(train.labels)) < 2:
+        raise TweetheadsError(f"{train_path}: column {config.label_col!r} holds one label only; need two or more")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data_files = {"train": {"path": str(train_path), "sha256": sha256_file(Path(train_path)), "rows": len(train.texts)}}
+    if eval_path:
+        data_files["eval"] = {"path": str(eval_path), "sha256": sha256_file(Path(eval_path)), "rows": len(eval_data.texts)}
+    trainer = _Trainer(config, train, eval_data, run_dir, cache_dir)
+    trainer.data_files = data_files
+    if resume:
+        trainer.load_checkpoint()
+    trainer.train()
+    return trainer.write_run(interrupted=False)

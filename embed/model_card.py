@@ -1,0 +1,64 @@
+"""The run folder's ``README.md``, in the format of the reference card (Hugging Face Trainer's card)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _num(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render_model_card(info: dict, metrics: dict) -> str:
+    config = info["config"]
+    final = metrics.get("final") or {}
+    lines = [
+        f"# {Path(info.get('run_dir', '')).name or 'tweetheads run'}",
+        "",
+        f"This model is a fine-tuned version of `{info['base_model']}` for three-way tweet sentiment "
+        f"({', '.join(info['labels'])}), trained end to end (encoder + classification head on the CLS token) "
+        "by `tweetheads finetune`.",
+    ]
+    if metrics.get("interrupted"):
+        lines += ["", f"**Interrupted** at step {metrics['steps']} of {metrics['total_steps']}; "
+                      "continue with `finetune --resume`."]
+    if "accuracy" in final:
+        lines += ["", "It achieves the following results on the evaluation set:",
+                  f"- Loss: {_num(final['validation_loss'])}", f"- Accuracy: {_num(final['accuracy'])}"]
+    lines += ["", "## Training and evaluation data", ""]
+    for role, entry in info.get("data", {}).items():
+        lines.append(f"- {role}: `{entry['path']}` ({entry['rows']} rows, sha256 `{entry['sha256']}`)")
+    lines += [
+        "", "## Training procedure", "", "### Training hyperparameters", "",
+        "The following hyperparameters were used during training:",
+        f"- learning_rate: {config['lr']:g}",
+        f"- train_batch_size: {config['train_batch_size']}",
+        f"- eval_batch_size: {config['eval_batch_size']}",
+        f"- seed: {config['seed']}",
+        f"- optimizer: Adam with betas=({config['adam_beta1']},{config['adam_beta2']}) "
+        f"and epsilon={config['adam_epsilon']:g}",
+        "- lr_scheduler_type: linear",
+    ]
+    if config.get("warmup_steps"):
+        lines.append(f"- lr_scheduler_warmup_steps: {config['warmup_steps']}")
+    lines.append(f"- num_epochs: {config['epochs']:g}")
+    if config.get("max_steps"):
+        lines.append(f"- training_steps: {config['max_steps']}")
+    lines += [f"- max_length: {info['max_length']}", f"- text normalization: {info['normalization']}",
+              f"- device: {info['device']}", "", "### Training results", "",
+              "| Training Loss | Epoch | Step | Validation Loss | Accuracy |",
+              "|:-------------:|:-----:|:----:|:---------------:|:--------:|"]
+    for row in metrics.get("history", []):
+        lines.append(f"| {_num(row.get('training_loss'))} | {row['epoch']:.1f} | {row['step']} | "
+                     f"{_num(row.get('validation_loss'))} | {_num(row.get('accuracy'))} |")
+    if metrics.get("examples_per_second"):
+        lines += ["", f"Training throughput: {metrics['examples_per_second']:.1f} examples/s "
+                      f"({metrics['train_seconds']:.0f} s of training steps)."]
+    lines += ["", "## Files", "",
+              "- `encoder/`: the fine-tuned encoder, a sentence-transformers model with CLS pooling",
+              "- `classifier.safetensors`, `labels.json`: the end-to-end classification head and its labels",
+              "- `metrics.json`: the table above as JSON", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(run_dir: Path, info: dict, metrics: dict) -> None:
+    (run_dir / "README.md").write_text(render_model_card({**info, "run_dir": str(run_dir)}, metrics))

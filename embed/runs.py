@@ -1,0 +1,94 @@
+"""The run folder that ``finetune`` writes, and the end-to-end classifier read back from it.
+
+Layout of ``RUN_DIR``::
+
+    tweetheads_run.json     config, label names, data files and sha256, status
+    encoder/                sentence-transformers model with CLS pooling
+    classifier.safetensors  pre_classifier + classifier weights (DistilBertForSequenceClassification shape)
+    labels.json             label names in id order
+    metrics.json            per-epoch training loss, validation loss and accuracy
+    README.md               model card in the reference card's format
+    checkpoint/             last resumable training state (``--resume``)
+
+The end-to-end classifier is the encoder's CLS vector through the classifier head, so it can score
+cached CLS embeddings directly: the comparison with the heads is on exactly the same vectors.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .data import LabelMap
+from .errors import ModelError
+from .models import RUN_MARKER
+
+ENCODER_DIR = "encoder"
+CLASSIFIER_FILE = "classifier.safetensors"
+
+
+def save_encoder(model, tokenizer, folder: Path, max_length: int) -> None:
+    """Write a sentence-transformers folder with CLS pooling that ``SentenceTransformer(folder)`` loads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+    dim = int(model.config.hidden_size)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ], indent=2))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length,
+                                                                   "do_lower_case": False}, indent=2))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": dim, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False,
+        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
+        "include_prompt": True}, indent=2))
+
+
+def read_run_info(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / RUN_MARKER
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable run folder ({exc}); pass a folder written by `finetune`") from exc
+
+
+class EndToEndClassifier:
+    """The fine-tuned model's own classifier, applied to CLS vectors (numpy, no torch needed).
+
+    Behaves like a fitted head: ``classes_``, ``predict_proba``, ``predict``.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        from safetensors.numpy import load_file
+
+        self.run_dir = Path(run_dir)
+        info = read_run_info(self.run_dir)
+        self.info = info
+        self.classes_ = np.array(LabelMap.load(self.run_dir / "labels.json").names)
+        path = self.run_dir / CLASSIFIER_FILE
+        try:
+            weights = load_file(str(path))
+            self._w1, self._b1 = weights["pre_classifier.weight"], weights["pre_classifier.bias"]
+            self._w2, self._b2 = weights["classifier.weight"], weights["classifier.bias"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"{path}: cannot read the classifier weights ({exc}); rerun `finetune --resume` "
+                             "or finetune again") from exc
+        if self._w2.shape[0] != len(self.classes_):
+            raise ModelError(f"{path}: {self._w2.shape[0]} outputs but labels.json names {len(self.classes_)} labels")
+        self.n_features_in_ = int(self._w1.shape[1])
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ModelError(f"expected CLS vectors of width {self.n_features_in_}, got shape {X.shape}")
+        hidden = np.maximum(X @ self._w1.T + self._b1, 0)
+        logits = hidden @ self._w2.T + self._b2
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
