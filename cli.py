@@ -12,8 +12,9 @@ import click
 
 from cache import CacheError, clear_store, default_cache_dir, list_stores
 from embed.errors import TweetheadsError
+from embed.finetune import FinetuneConfig
 
-_CARD_DEFAULTS = "defaults are the reference card's recipe"
+_FT = FinetuneConfig()  # the reference card's recipe: every CLI default comes from here
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -106,37 +107,37 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
 @click.option("--train", "train_path", type=click.Path(path_type=Path), required=True)
 @click.option("--eval", "eval_path", type=click.Path(path_type=Path), default=None)
 @click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--model", default="sentence-transformers/msmarco-distilbert-base-tas-b",
+@click.option("--model", default=_FT.model,
               help="Hub id, local folder, run folder, or an offline alias (minilm, mpnet).")
 @text_col_option
 @label_col_option
 @max_rows_option
-@click.option("--lr", type=float, default=1e-6)
-@click.option("--train-batch-size", type=int, default=8)
-@click.option("--eval-batch-size", type=int, default=8)
-@click.option("--seed", type=int, default=42)
-@click.option("--adam-beta1", type=float, default=0.9)
-@click.option("--adam-beta2", type=float, default=0.999)
-@click.option("--adam-epsilon", type=float, default=1e-8)
-@click.option("--weight-decay", type=float, default=0.0)
-@click.option("--warmup-steps", type=int, default=0)
-@click.option("--epochs", type=float, default=20)
+@click.option("--lr", type=float, default=_FT.lr)
+@click.option("--train-batch-size", type=int, default=_FT.train_batch_size)
+@click.option("--eval-batch-size", type=int, default=_FT.eval_batch_size)
+@click.option("--seed", type=int, default=_FT.seed)
+@click.option("--adam-beta1", type=float, default=_FT.adam_beta1)
+@click.option("--adam-beta2", type=float, default=_FT.adam_beta2)
+@click.option("--adam-epsilon", type=float, default=_FT.adam_epsilon)
+@click.option("--weight-decay", type=float, default=_FT.weight_decay)
+@click.option("--warmup-steps", type=int, default=_FT.warmup_steps)
+@click.option("--epochs", type=float, default=_FT.epochs)
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps (overrides --epochs).")
 @click.option("--max-length", type=int, default=None, help="[default: the model's max_seq_length]")
-@click.option("--dropout", type=float, default=0.2)
-@click.option("--group-by-length/--no-group-by-length", default=True,
+@click.option("--dropout", type=float, default=_FT.dropout)
+@click.option("--group-by-length/--no-group-by-length", default=_FT.group_by_length,
               help="Length-grouped batches within shuffled mega-batches (less padding).")
-@click.option("--normalize/--no-normalize", default=True, help="Tweet normalization (@user, http).")
-@click.option("--device", default="auto")
-@click.option("--save-every", type=int, default=500, help="Checkpoint every N steps (and every epoch).")
+@click.option("--normalize/--no-normalize", default=_FT.normalize, help="Tweet normalization (@user, http).")
+@click.option("--device", default=_FT.device)
+@click.option("--save-every", type=int, default=_FT.save_every, help="Checkpoint every N steps (and every epoch).")
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoint.")
 @cache_dir_option
 def finetune(train_path, eval_path, run_dir, resume, cache_dir, **options):
     """Fine-tune the encoder end to end (defaults are the reference card's recipe)."""
-    from embed.finetune import FinetuneConfig, fine_tune
+    from embed.finetune import fine_tune
 
     _quiet_transformers()
-    config = FinetuneConfig(**{key: value for key, value in options.items()})
+    config = FinetuneConfig(**options)
     metrics = fine_tune(train_path, run_dir, config, eval_path=eval_path, resume=resume, cache_dir=cache_dir)
     final = metrics.get("final") or {}
     summary = f"wrote {run_dir}: {metrics['steps']} steps"
@@ -148,7 +149,7 @@ def finetune(train_path, eval_path, run_dir, resume, cache_dir, **options):
 
 
 @cli.command()
-@click.option("--model", default="sentence-transformers/msmarco-distilbert-base-tas-b",
+@click.option("--model", default=_FT.model,
               help="Hub id, local folder, run folder, or an offline alias (minilm, mpnet).")
 @click.option("--input", "input_path", type=click.Path(path_type=Path), required=True)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,

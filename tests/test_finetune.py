@@ -101,3 +101,17 @@ def test_unseen_eval_label_is_refused_before_training(tmp_path, minilm_path):
     with pytest.raises(TweetheadsError, match="'Mixed' at data row"):
         fine_tune(train, tmp_path / "run", FinetuneConfig(**QUICK), eval_path=evals)
     assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_defaults_are_the_cards_recipe():
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    config = FinetuneConfig()
+    assert (config.model, config.lr, config.train_batch_size, config.eval_batch_size, config.seed) == \
+        ("sentence-transformers/msmarco-distilbert-base-tas-b", 1e-6, 8, 8, 42)
+    assert (config.adam_beta1, config.adam_beta2, config.adam_epsilon, config.warmup_steps, config.epochs) == \
+        (0.9, 0.999, 1e-8, 0, 20)
+    help_text = CliRunner().invoke(cli, ["finetune", "--help"]).output
+    assert "default: 1e-06" in help_text and "default: 20" in help_text

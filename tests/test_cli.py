@@ -1,0 +1,74 @@
+"""The command line through click's CliRunner: the README's stage-one commands and their errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import cli
+
+from .conftest import write_tweets
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def test_help_lists_the_commands():
+    out = run("--help").output
+    for command in ("split", "finetune", "embed", "cache"):
+        assert command in out
+
+
+def test_split_then_embed_twice_hits_the_cache(tmp_path, minilm_path):
+    data = write_tweets(tmp_path / "all.csv", 120)
+    out = run("split", data, "--out-dir", tmp_path / "s", "--seed", 1).output
+    assert "train: 96 rows" in out and "eval:  24 rows" in out and "also in train" in out
+    first = run("embed", "--model", "minilm", "--input", tmp_path / "s" / "eval.csv", "--output", tmp_path / "e.npy")
+    assert "24 texts, 0 cache hits, 24 encoded" in first.output
+    vectors = np.load(tmp_path / "e.npy")
+    assert vectors.shape == (24, 384)
+    second = run("embed", "--model", "minilm", "--input", tmp_path / "s" / "eval.csv", "--output", tmp_path / "f.npy")
+    assert "24 texts, 24 cache hits, 0 encoded" in second.output
+    np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), vectors)
+    info = run("cache", "info").output
+    assert "minilm (cls, fp32, dim 384)  24 vectors" in info
+    store = info.split()[0]
+    assert "removed" in run("cache", "clear", store[:8]).output
+    assert "no cache stores" in run("cache", "info").output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["embed", "--model", "minilm", "--input", "missing.csv"], "missing.csv: file not found"),
+    (["embed", "--model", "minilm", "--input", "{data}", "--text-col", "tweet"], "columns found: id, text, label"),
+    (["embed", "--input", "{data}"], "offline alias (--model minilm"),
+    (["embed", "--model", "./no/such/model", "--input", "{data}"], "no such model folder"),
+    (["finetune", "--model", "minilm", "--train", "{data}", "--label-col", "sentiment", "--out", "r"],
+     "no label column 'sentiment'"),
+    (["cache", "clear", "nothing"], "no cache store"),
+])
+def test_bad_input_is_one_line_and_non_zero(tmp_path, minilm_path, args, message):
+    data = write_tweets(tmp_path / "d.csv", 10)
+    result = run(*[a.format(data=data) for a in args], ok=False)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1
+
+
+def test_finetune_writes_a_run_folder(tmp_path, minilm_path):
+    train = write_tweets(tmp_path / "train.csv", 32, seed=3)
+    evals = write_tweets(tmp_path / "eval.csv", 16, seed=4)
+    out = run("finetune", "--model", "minilm", "--train", train, "--eval", evals, "--out", tmp_path / "run",
+              "--max-steps", 4, "--lr", 5e-5, "--max-length", 32).output
+    assert "wrote" in out and "4 steps" in out and "eval accuracy" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["history"][-1]["step"] == 4
+    info = json.loads((tmp_path / "run" / "tweetheads_run.json").read_text())
+    assert info["config"]["lr"] == 5e-5 and info["config"]["train_batch_size"] == 8
+    embedded = run("embed", "--model", tmp_path / "run", "--input", evals, "--output", tmp_path / "v.npy")
+    assert np.load(tmp_path / "v.npy").shape == (16, 384) and "encoded" in embedded.output
