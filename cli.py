@@ -175,6 +175,80 @@ def embed(model, input_path, output, text_col, pooling, max_length, batch_size, 
     click.echo(stats.summary())
 
 
+def _head_params(pairs: tuple[str, ...]) -> dict:
+    import json
+
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--param")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+@cli.command("train-head")
+@click.option("--head", "head_name", required=True, help="logistic, lightgbm or knn (see heads/).")
+@click.option("--model", required=True, help="Run folder, model folder, hub id or alias (minilm, mpnet).")
+@click.option("--train", "train_path", type=click.Path(path_type=Path), required=True)
+@click.option("--eval", "eval_path", type=click.Path(path_type=Path), default=None)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@text_col_option
+@label_col_option
+@max_rows_option
+@click.option("--select-on", type=click.Choice(["train", "eval"]), default="train",
+              help="Pick C / k / rounds on a 10% holdout of train (honest eval figure) or on --eval.")
+@click.option("--param", "params", multiple=True, help="Head parameter NAME=VALUE (repeatable), e.g. k=15.")
+@_embed_options
+@cache_dir_option
+def train_head(head_name, model, train_path, eval_path, out_dir, text_col, label_col, max_train_rows, select_on,
+               params, pooling, max_length, batch_size, device, precision, cache_dir):
+    """Fit a head on cached embeddings of TRAIN, save it to OUT, report on EVAL."""
+    from heads import get_head
+    from scoring.train_head import HeadConfig, fit_head
+
+    get_head(head_name)  # an unknown head fails before any embedding
+    config = HeadConfig(head_name, _head_params(params), text_col, label_col, max_train_rows, select_on)
+    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir)
+    report = fit_head(embedder, train_path, out_dir, config, eval_path=eval_path)
+    click.echo(report.summary())
+    click.echo(f"saved {out_dir}")
+
+
+@cli.command()
+@click.option("--model", "run_dir", required=True, type=click.Path(path_type=Path),
+              help="The run folder written by `finetune` (its end-to-end model is compared too).")
+@click.option("--test", "test_path", required=True, type=click.Path(path_type=Path))
+@click.argument("head_dirs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--train", "train_path", type=click.Path(path_type=Path), default=None,
+              help="Training file, to tell novel test rows apart [default: the one recorded in the run].")
+@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write report.md, results.json and PNG plots here.")
+@text_col_option
+@label_col_option
+@_embed_options
+@cache_dir_option
+def compare(run_dir, test_path, head_dirs, train_path, report_dir, text_col, label_col, pooling, max_length,
+            batch_size, device, precision, cache_dir):
+    """Compare the end-to-end model and each HEAD_DIR on the same TEST rows (all and novel)."""
+    from scoring.compare import CompareConfig
+    from scoring.compare import compare as run_compare
+    from scoring.report import table
+
+    embedder = _embedder(str(run_dir), pooling, max_length, batch_size, device, precision, cache_dir)
+    results = run_compare(embedder, run_dir, test_path, list(head_dirs), report_dir, train_path,
+                          CompareConfig(text_col=text_col, label_col=label_col))
+    click.echo(f"{results['rows']} test rows, {results['novel_rows']} novel")
+    for subset in ("all", "novel"):
+        click.echo(f"\n{subset} rows:")
+        click.echo("\n".join(table(results, subset)))
+    if report_dir is not None:
+        click.echo(f"\nwrote {report_dir}/report.md, results.json, " + ", ".join(results.get("plots", [])))
+
+
 @cli.group(cls=_Group)
 def cache():
     """Inspect or clear the embedding cache."""

@@ -154,6 +154,10 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)  # first: an unfitted head has no classes_
         return self.classes_[np.argmax(proba, axis=1)]
 
+    def selected_params(self) -> dict:
+        """Hyperparameters chosen during fit, as constructor params: refitting with them set skips the search."""
+        return {}
+
     # -- embedding model -----------------------------------------------------------------
     def set_model(self, fingerprint: str, model: dict) -> BaseHead:
         """Record which embedding model produced the training vectors (call after fit)."""

@@ -26,6 +26,7 @@ import warnings
 
 import faiss
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from heads.base import BaseHead, HeadError, damaged, dump_arrays, load_arrays, register
 
@@ -125,6 +126,10 @@ class KNNHead(BaseHead):
         total = votes.sum(axis=1, keepdims=True)
         prior = np.bincount(self.labels_, minlength=len(self.classes_)) / len(self.labels_)
         return np.where(total > 0, votes / np.where(total > 0, total, 1.0), prior)
+
+    def selected_params(self) -> dict:
+        check_is_fitted(self)
+        return {"k": int(self.k_)}
 
     def _predict_proba(self, X) -> np.ndarray:
         self._set_threads()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import lightgbm as lgb
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from heads.base import BaseHead, HeadError, damaged, register
 
@@ -87,6 +88,10 @@ class LightGBMHead(BaseHead):
                                 valid_sets=[valid], callbacks=[stop])
             self.best_iteration_ = booster.best_iteration or booster.current_iteration()
         self.booster_ = booster
+
+    def selected_params(self) -> dict:
+        check_is_fitted(self)
+        return {"default_rounds": int(self.best_iteration_)}
 
     def _predict_proba(self, X) -> np.ndarray:
         proba = self.booster_.predict(X, num_iteration=self.best_iteration_)

@@ -25,6 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
 
 from heads.base import BaseHead, HeadError, damaged, dump_arrays, load_arrays, register
 
@@ -79,6 +80,10 @@ class LogisticHead(BaseHead):
             scores = [cross_val_score(make_pipeline(StandardScaler(), self._logreg(C)),
                                       X, y, cv=folds).mean() for C in grid]
         return grid[int(np.argmax(scores))]
+
+    def selected_params(self) -> dict:
+        check_is_fitted(self)
+        return {"C": float(self.C_)}
 
     def _predict_proba(self, X) -> np.ndarray:
         scores = ((X.astype(np.float64) - self.mean_) / self.scale_) @ self.coef_.T

@@ -267,3 +267,15 @@ def _tiny():
                           KNNHead(**FAST["knn"])])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_refit_with_selected_params_reproduces_the_selection(name, blobs):
+    """selected_params() turns a search into constructor params: the refit predicts the same."""
+    X, y, Xe, ye = blobs
+    searched = make_head(name).fit(X, y, X_eval=Xe, y_eval=ye)
+    chosen = searched.selected_params()
+    assert chosen, "a head that searches must report what it chose"
+    refit = make_head(name, **chosen).fit(X, y)
+    np.testing.assert_array_equal(refit.predict(Xe), searched.predict(Xe))
+    np.testing.assert_allclose(refit.predict_proba(Xe), searched.predict_proba(Xe), atol=1e-6)
