@@ -1,0 +1,100 @@
+"""One real end-to-end run on the packaged MiniLM: short fine-tune, three heads, compare, report files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import cli
+
+from .conftest import write_tweets
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, minilm_path):
+    tmp = tmp_path_factory.mktemp("stage2")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TWEETHEADS_CACHE_DIR", str(tmp / "cache"))
+    data = write_tweets(tmp / "all.csv", 150, seed=5)  # 120 sample texts + 30 repeats: some eval rows not novel
+    run("split", data, "--out-dir", tmp / "split", "--seed", 3)
+    run("finetune", "--model", "minilm", "--train", tmp / "split" / "train.csv", "--eval", tmp / "split" / "eval.csv",
+        "--out", tmp / "run", "--max-steps", 10, "--lr", 5e-5, "--max-length", 48)
+    outputs = {}
+    for head in ("logistic", "lightgbm", "knn"):
+        outputs[head] = run("train-head", "--head", head, "--model", tmp / "run", "--train", tmp / "split" / "train.csv",
+                            "--eval", tmp / "split" / "eval.csv", "--out", tmp / "heads" / head,
+                            *(["--param", "n_threads=1"] if head == "lightgbm" else [])).output
+    yield tmp, outputs
+    mp.undo()
+
+
+def test_train_head_reports_and_reuses_the_cache(workdir):
+    tmp, outputs = workdir
+    assert "150 texts encoded" not in outputs["lightgbm"]
+    assert "embedded with 0 texts encoded" in outputs["lightgbm"]  # the second head encodes nothing
+    assert "embedded with 0 texts encoded" in outputs["knn"]
+    for head, out in outputs.items():
+        assert f"{head}: fit" in out and "accuracy" in out and "macro-F1" in out and "predictions/s" in out
+        assert json.loads((tmp / "heads" / head / "head.json").read_text())["head"] == head
+
+
+def test_compare_writes_report_table_and_plots(workdir):
+    tmp, _ = workdir
+    out = run("compare", "--model", tmp / "run", "--test", tmp / "split" / "eval.csv",
+              tmp / "heads" / "logistic", tmp / "heads" / "lightgbm", tmp / "heads" / "knn",
+              "--report-dir", tmp / "report").output
+    results = json.loads((tmp / "report" / "results.json").read_text())
+    assert results["rows"] == 30 and 0 < results["novel_rows"] < 30
+    kinds = [m["kind"] for m in results["methods"]]
+    assert kinds == ["baseline", "e2e", "head", "head", "head"]
+    for method in results["methods"]:
+        for subset in ("all", "novel"):
+            m = method[subset]
+            assert 0 <= m["accuracy"] <= 1 and m["accuracy_ci95"][0] <= m["accuracy"] <= m["accuracy_ci95"][1]
+            assert set(m["f1_per_class"]) == {"Negative", "Neutral", "Positive"}
+        if method["kind"] == "head":
+            assert method["all"]["mcnemar_p_vs_e2e"] is not None and method["fit_seconds"] > 0
+    # the end-to-end row on cached CLS vectors equals the fine-tune's own final eval accuracy
+    metrics = json.loads((tmp / "run" / "metrics.json").read_text())
+    assert results["methods"][1]["all"]["accuracy"] == pytest.approx(metrics["history"][-1]["accuracy"])
+    report = (tmp / "report" / "report.md").read_text()
+    assert "| reference card (quoted) | 0.7146 |" in report and "## Novel test rows" in report
+    assert "McNemar p vs e2e" in report and "logistic (logistic)" in report
+    for png in ("confusion_matrices.png", "accuracy.png", "learning_curve.png"):
+        data = (tmp / "report" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert "30 test rows" in out and "novel rows:" in out
+
+
+def test_compare_refuses_a_head_from_another_model(workdir):
+    tmp, _ = workdir
+    run("train-head", "--head", "logistic", "--model", tmp / "run", "--pooling", "mean",
+        "--train", tmp / "split" / "train.csv", "--out", tmp / "heads" / "mean")
+    result = run("compare", "--model", tmp / "run", "--test", tmp / "split" / "eval.csv", tmp / "heads" / "mean",
+                 ok=False)
+    assert result.exit_code == 1 and "trained on embeddings from" in result.output and "Traceback" not in result.output
+
+
+def test_heads_work_in_a_pipeline_with_the_embedder(workdir):
+    from sklearn.pipeline import make_pipeline
+
+    from embed.data import load_texts
+    from embed.encoder import Embedder
+    from heads import get_head
+
+    tmp, _ = workdir
+    train = load_texts(tmp / "split" / "train.csv", label_col="label")
+    pipe = make_pipeline(Embedder(str(tmp / "run")), get_head("knn", k=5)).fit(train.texts, train.labels)
+    assert np.isin(pipe.predict(["what a great night", "terrible answers all round"]),
+                   ["Negative", "Neutral", "Positive"]).all()
