@@ -229,10 +229,11 @@ def train_head(head_name, model, train_path, eval_path, out_dir, text_col, label
               help="Write report.md, results.json and PNG plots here.")
 @text_col_option
 @label_col_option
+@max_rows_option
 @_embed_options
 @cache_dir_option
-def compare(run_dir, test_path, head_dirs, train_path, report_dir, text_col, label_col, pooling, max_length,
-            batch_size, device, precision, cache_dir):
+def compare(run_dir, test_path, head_dirs, train_path, report_dir, text_col, label_col, max_train_rows, pooling,
+            max_length, batch_size, device, precision, cache_dir):
     """Compare the end-to-end model and each HEAD_DIR on the same TEST rows (all and novel)."""
     from scoring.compare import CompareConfig
     from scoring.compare import compare as run_compare
@@ -240,7 +241,7 @@ def compare(run_dir, test_path, head_dirs, train_path, report_dir, text_col, lab
 
     embedder = _embedder(str(run_dir), pooling, max_length, batch_size, device, precision, cache_dir)
     results = run_compare(embedder, run_dir, test_path, list(head_dirs), report_dir, train_path,
-                          CompareConfig(text_col=text_col, label_col=label_col))
+                          CompareConfig(text_col=text_col, label_col=label_col, max_train_rows=max_train_rows))
     click.echo(f"{results['rows']} test rows, {results['novel_rows']} novel")
     for subset in ("all", "novel"):
         click.echo(f"\n{subset} rows:")
@@ -277,6 +278,50 @@ def cache_clear(store, cache_dir):
     """Remove the store whose fingerprint starts with STORE (``all`` removes every store)."""
     for path in clear_store(cache_dir or default_cache_dir(), store):
         click.echo(f"removed {path}")
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", required=True, help="Model the head was trained on: alias (minilm, mpnet), folder, "
+                                             "run folder or hub id.")
+@click.option("--head", required=True, help="Head folder (written by a head's save), or e2e: the run's own "
+                                            "classifier (--model must then be the run folder).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output file: .csv, .csv.gz or .parquet.")
+@text_col_option
+@click.option("--keep-cols", default=None,
+              help="Comma-separated input columns to write, in this order [default: all, in input order].")
+@click.option("--prefix", default="",
+              help="Prefix for the added columns (e.g. pred_ when the input already has a label column).")
+@click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Rejected rows (file,line,reason,raw) [default: OUT's name ending .rejects.csv].")
+@click.option("--chunk-rows", type=int, default=4096, help="Records per chunk (the unit of resume).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              help="ray: Ray Data actors embed and classify (needs tweetheads[ray]); resume is for local.")
+@click.option("--ray-address", default=None, help="Join this Ray cluster [default: start a local Ray].")
+@click.option("--concurrency", type=int, default=1, help="Ray actors, one model copy (and GPU, if any) each.")
+@_embed_options
+@cache_dir_option
+def score(inputs, model, head, output, text_col, keep_cols, prefix, rejects, chunk_rows, engine, ray_address,
+          concurrency, pooling, max_length, batch_size, device, precision, cache_dir):
+    """Label INPUTS (files, folders, globs; CSV/TSV/JSONL/Parquet, optionally .gz) into one output file.
+
+    Writes every input column, then label, proba_<class> per class, model and head. Rows that cannot
+    be scored go to the rejects file with their line and reason; read = scored + rejected. Memory
+    stays bounded: the input is read and written chunk by chunk. If a run stops (crash, kill, Ctrl-C),
+    rerunning the same command resumes after the last finished chunk (--engine local) and writes the
+    same bytes as an uninterrupted run. The head must come from --model with the same --pooling,
+    --max-length and --precision; a mismatch stops before any work.
+    """
+    from scoring.score import ScoreConfig, score_files
+
+    keep = None if keep_cols is None else tuple(c.strip() for c in keep_cols.split(",") if c.strip())
+    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir, progress=False)
+    config = ScoreConfig(text_col=text_col, keep_cols=keep, prefix=prefix, rejects=rejects, chunk_rows=chunk_rows,
+                         engine=engine, concurrency=concurrency, ray_address=ray_address, progress=True)
+    summary = score_files(list(inputs), output, embedder, head, config)
+    click.echo(f"wrote {summary.output}")
+    click.echo(summary.line())
 
 
 def main() -> None:

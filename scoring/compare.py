@@ -39,6 +39,7 @@ class CompareConfig:
     label_col: str = "label"
     bootstrap: int = 1000
     seed: int = 42
+    max_train_rows: int | None = None
 
 
 def bootstrap_interval(correct: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
@@ -96,7 +97,7 @@ def compare(embedder, run_dir, test_path, head_dirs: list, report_dir=None, trai
         except ValueError as exc:
             raise type(exc)(f"{folder}: {exc}") from exc
     test = load_texts(test_path, config.text_col, config.label_col)
-    train = load_texts(train_path, config.text_col, config.label_col)
+    train = load_texts(train_path, config.text_col, config.label_col, config.max_train_rows)
     norm, _ = normalizer(embedder.normalize)
     seen = {norm(t) for t in train.texts}
     novel = np.array([norm(t) not in seen for t in test.texts])

@@ -49,6 +49,7 @@ class HeadReport:
     accuracy: float | None = None
     macro_f1: float | None = None
     predictions_per_second: float | None = None
+    recall_vs_exact: float | None = None  # approximate kNN indexes only
 
     def summary(self) -> str:
         text = (f"{self.head}: fit {self.fit_seconds:.2f} s on {self.train_rows} rows "
@@ -57,6 +58,8 @@ class HeadReport:
         if self.accuracy is not None:
             text += (f"; eval ({self.eval_rows} rows): accuracy {self.accuracy:.4f}, macro-F1 {self.macro_f1:.4f}, "
                      f"{self.predictions_per_second:,.0f} predictions/s")
+        if self.recall_vs_exact is not None:
+            text += f"; approximate index recall vs exact: {self.recall_vs_exact:.3f}"
         return text
 
 
@@ -106,6 +109,9 @@ def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), e
     out_dir = Path(out_dir)
     head.save(out_dir)
     report = HeadReport(config.head, str(out_dir), len(y), head.selected_params(), fit_seconds, embed_seconds, encoded)
+    if getattr(head, "index", "flat") != "flat" and hasattr(head, "recall_against_exact"):
+        queries = X_eval if evals is not None else X[:1000]
+        report.recall_vs_exact = float(head.recall_against_exact(queries))
     if evals is not None:
         predicted = head.predict(X_eval)
         report.eval_rows = len(y_eval)

@@ -98,3 +98,12 @@ def test_heads_work_in_a_pipeline_with_the_embedder(workdir):
     pipe = make_pipeline(Embedder(str(tmp / "run")), get_head("knn", k=5)).fit(train.texts, train.labels)
     assert np.isin(pipe.predict(["what a great night", "terrible answers all round"]),
                    ["Negative", "Neutral", "Positive"]).all()
+
+
+def test_approximate_knn_reports_its_recall(workdir):
+    tmp, _ = workdir
+    out = run("train-head", "--head", "knn", "--param", "index=hnsw", "--model", tmp / "run",
+              "--train", tmp / "split" / "train.csv", "--eval", tmp / "split" / "eval.csv",
+              "--out", tmp / "heads" / "hnsw").output
+    recall = float(out.split("approximate index recall vs exact: ")[1].split()[0])
+    assert 0.5 < recall <= 1.0

@@ -1,0 +1,276 @@
+"""Crash-safe, resumable output files for ``score``: written chunk by chunk, finished by a rename.
+
+While a run is going, only files beside the output change (``OUT`` itself appears at the end)::
+
+    OUT.partial                  CSV: the header and every finished chunk's rows
+                                 (``.csv.gz``: one gzip member per chunk, mtime 0, so bytes repeat)
+    OUT.parts/part-NNNNNNNN.parquet
+                                 Parquet: one small file per finished chunk (index NNNNNNNN)
+    REJECTS.partial              the rejects CSV, the same way as a CSV output
+    OUT.progress.json            the command's identity hash, the last finished chunk, the byte
+                                 length of each partial CSV, the number of Parquet parts, counts
+
+After each chunk the data files are flushed and fsynced, and only then is the progress file
+replaced atomically (temp file, fsync, ``os.replace``): whatever the progress file says is on
+disk. A rerun with the same identity truncates each partial CSV to its recorded length (bytes
+appended after the last recorded chunk are dropped), deletes Parquet parts past the recorded
+chunk, and carries on with the next chunk. At the end the Parquet parts are combined into one
+file (one row group per part, column types unified across parts) and everything is renamed into
+place, so the result is byte for byte the file an uninterrupted run writes.
+
+Why one file per chunk for Parquet: a Parquet file's footer is written last, so a half-written
+file cannot be reopened for appending; small finished files can always be read back.
+Left out: a lock against two runs writing the same output at once.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PROGRESS_VERSION = 1
+
+
+def sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not supported here (Windows); the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+class Progress:
+    """``OUT.progress.json``: what the last finished chunk left on disk, for one command identity."""
+
+    def __init__(self, path: Path, identity: str):
+        self.path = path
+        self.identity = identity
+
+    def load(self) -> dict | None:
+        """The saved state when it belongs to this command, else None (missing, damaged, other command)."""
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(state, dict) or state.get("version") != PROGRESS_VERSION \
+                or state.get("identity") != self.identity:
+            return None
+        return state
+
+    def save(self, state: dict) -> None:
+        state = {"version": PROGRESS_VERSION, "identity": self.identity, **state}
+        tmp = sibling(self.path, ".tmp")
+        with open(tmp, "w") as handle:
+            json.dump(state, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        sibling(self.path, ".tmp").unlink(missing_ok=True)
+
+
+class CsvOutput:
+    """A CSV file appended to chunk by chunk as ``FINAL.partial``; ``finish`` renames it to FINAL."""
+
+    def __init__(self, final: Path, header: list[str], key: str):
+        self.final = final
+        self.key = key  # its byte length's name in the progress file
+        self.partial = sibling(final, ".partial")
+        self.header = header
+        self.compress = final.name.lower().endswith(".gz")
+        self.handle = None
+
+    def start(self) -> None:
+        self.handle = open(self.partial, "wb")
+        self.append([self.header])
+
+    def resume(self, state: dict) -> bool:
+        size = state.get(self.key)
+        if not isinstance(size, int) or not self.partial.is_file() or self.partial.stat().st_size < size:
+            return False
+        self.handle = open(self.partial, "r+b")
+        self.handle.truncate(size)
+        self.handle.seek(size)
+        return True
+
+    def append(self, rows: list[list]) -> None:
+        if not rows:
+            return
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(rows)
+        data = buffer.getvalue().encode("utf-8", "surrogateescape")
+        self.handle.write(gzip.compress(data, mtime=0) if self.compress else data)
+
+    def state(self) -> dict:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        return {self.key: self.handle.tell()}
+
+    def finish(self) -> None:
+        self.state()
+        self.close()
+        os.replace(self.partial, self.final)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def discard(self) -> None:
+        self.close()
+        self.partial.unlink(missing_ok=True)
+
+
+class ParquetOutput:
+    """One Parquet file per finished chunk in ``FINAL.parts/``, combined into FINAL by ``finish``."""
+
+    def __init__(self, final: Path, empty_schema: pa.Schema):
+        self.final = final
+        self.folder = sibling(final, ".parts")
+        self.empty_schema = empty_schema  # used when no chunk had a good row
+        self.parts = 0
+
+    def _part(self, index: int) -> Path:
+        return self.folder / f"part-{index:08d}.parquet"
+
+    def _existing(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.folder.glob("part-*.parquet"):
+            try:
+                found.append((int(path.name[5:-8]), path))
+            except ValueError:
+                continue
+        return sorted(found)
+
+    def start(self) -> None:
+        self.discard()
+        self.folder.mkdir(parents=True)
+        self.parts = 0
+
+    def resume(self, state: dict) -> bool:
+        if not self.folder.is_dir() or not isinstance(state.get("parts"), int):
+            return False
+        kept = 0
+        for index, path in self._existing():
+            if index > state["chunk"]:
+                path.unlink()  # written, but the chunk was never recorded as finished
+            else:
+                kept += 1
+        self.parts = kept
+        return kept == state["parts"]
+
+    def append(self, index: int, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        path = self._part(index)
+        tmp = sibling(path, ".tmp")
+        pq.write_table(table, tmp)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        self.parts += 1
+
+    def state(self) -> dict:
+        fsync_dir(self.folder)
+        return {"parts": self.parts}
+
+    def finish(self) -> None:
+        parts = [path for _, path in self._existing()]
+        schema = unify_schemas([pq.read_schema(p) for p in parts]) if parts else self.empty_schema
+        tmp = sibling(self.final, ".tmp")
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for path in parts:
+                writer.write_table(conform(pq.read_table(path), schema))
+        _fsync_file(tmp)
+        os.replace(tmp, self.final)
+        fsync_dir(self.final.parent)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def close(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def parquet_schema(path: Path) -> pa.Schema:
+    """A Parquet file's Arrow schema (``.parquet.gz`` through a gzip stream)."""
+    if path.name.lower().endswith(".gz"):
+        with gzip.open(path, "rb") as handle:
+            return pq.read_schema(handle)
+    return pq.read_schema(path)
+
+
+def as_text(value):
+    """A cell as CSV text: strings unchanged, None empty, numbers/lists/dicts as JSON, others str()."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float, list, dict)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def arrow_column(values: list, type_hint: pa.DataType | None = None) -> pa.Array:
+    """Cells as an Arrow array: of ``type_hint`` when given, else inferred; mixed types become text."""
+    try:
+        return pa.array(values, type=type_hint)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        return pa.array([as_text(v) for v in values], type=pa.string())
+
+
+def _common_type(types: list[pa.DataType]) -> pa.DataType:
+    known: list[pa.DataType] = []
+    for kind in types:
+        if kind != pa.null() and kind not in known:
+            known.append(kind)
+    if not known:
+        return pa.null()
+    if len(known) == 1:
+        return known[0]
+    try:
+        return pa.unify_schemas([pa.schema([pa.field("c", kind)]) for kind in known],
+                                promote_options="permissive").field("c").type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, NotImplementedError):
+        return pa.string()
+
+
+def unify_schemas(schemas: list[pa.Schema]) -> pa.Schema:
+    """Column by column: the one type all parts share, else a promotion (int64 -> double), else text."""
+    first = schemas[0]
+    return pa.schema([pa.field(name, _common_type([s.field(i).type for s in schemas]))
+                      for i, name in enumerate(first.names)])
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    columns = []
+    for column, field in zip(table.columns, schema):
+        if column.type != field.type:
+            if field.type == pa.string():
+                column = pa.array([as_text(v) for v in column.to_pylist()], type=pa.string())
+            else:
+                column = column.cast(field.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,500 @@
+"""Batch scoring: tweet files in, one labelled CSV or Parquet file out, in bounded memory, resumable.
+
+``score_files(inputs, output, model, head, config)`` reads the inputs with :mod:`scoring.reader`
+in chunks of ``config.chunk_rows`` records. Each chunk's texts go through the ``Embedder`` (texts
+already in the cache cost no encoding), the head turns the vectors into class probabilities, and
+the chunk is appended to the output and its rejects to the rejects file, crash-safe and resumable
+(see :mod:`scoring.output`). One chunk is held at a time, so memory does not grow with the input.
+``engine="ray"`` hands the embedding and the head to Ray Data actors (:mod:`scoring.ray_engine`);
+reading, rejects, row order and writing stay here.
+
+Everything that can stop a run is checked before the first row is scored: every input readable,
+with a header and the text column; the files' columns; output names; the head trained on this
+embedding model (``check_fingerprint``; ``head="e2e"``: the run's own classifier, the model must be
+that run folder).
+
+Output columns: the input columns unchanged and in input order (or ``keep_cols``, in that order),
+then ``label``, one ``proba_<class>`` per class in the head's ``classes_`` order, ``model``
+(``name@fingerprint[:12]``) and ``head`` (``head-name@folder``, ``e2e@run-folder``). Decisions:
+
+- Clashes: an input column named like an added column stops the run before any work; pass
+  ``prefix`` (``"pred_"`` writes ``pred_label``, ``pred_proba_<class>``, ...) or leave the input
+  column out with ``keep_cols``. Nothing is renamed silently.
+- Several inputs: rows go to one output in file order. Every file must have the same columns in
+  the same order (with ``keep_cols``: every file must have those columns), else the error names
+  both files; no ``source_file`` column is added (the rejects file's ``file`` column names the
+  file of each reject).
+- Truncated rows: a row counts when its normalized text has more tokens than the model's max
+  length. This is decided per row here rather than taken from ``EmbedStats.truncated``, which
+  counts only the texts encoded by that call, so a rerun with a warm cache would report none.
+- CSV cells are written unchanged (JSONL/Parquet values: numbers, lists and dicts as JSON);
+  probabilities as the shortest text that reads back to the same float. In Parquet, input columns
+  keep their types (CSV/TSV cells are strings) and probabilities are float64.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from embed.data import file_format
+from embed.errors import DataError, ModelError
+from embed.normalize import normalizer
+
+from .output import CsvOutput, ParquetOutput, Progress, arrow_column, as_text, parquet_schema, sibling
+from .reader import Chunk, check_inputs, expand_inputs, iter_chunks
+
+E2E = "e2e"
+ENGINES = ("local", "ray")
+REJECT_COLUMNS = ["file", "line", "reason", "raw"]
+_OUTPUT_SUFFIXES = {".csv.gz": "csv", ".csv": "csv", ".parquet": "parquet"}
+_SETTINGS = {"pooling": "--pooling", "max_length": "--max-length", "precision": "--precision", "normalization": None}
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How to score; the model's own settings (pooling, max length, batch size, ...) live on the Embedder."""
+
+    text_col: str = "text"
+    keep_cols: tuple[str, ...] | None = None  # None: every input column
+    prefix: str = ""  # for the added columns: label, proba_<class>, model, head
+    rejects: str | Path | None = None  # None: OUT's name ending .rejects.csv, beside OUT
+    chunk_rows: int = 4096
+    engine: str = "local"  # or "ray"
+    concurrency: int = 1  # Ray actors
+    ray_address: str | None = None  # None: start a local Ray
+    progress: bool = False
+
+
+@dataclass
+class ScoreSummary:
+    """Row accounting for a whole run, an earlier interrupted part included: read = scored + rejected."""
+
+    output: Path
+    rejects: Path
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    truncated: int = 0
+    resumed_chunks: int = 0  # chunks an earlier, interrupted run had finished
+    rows_this_run: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_this_run / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        text = (f"read {self.rows_read:,} rows: {self.rows_scored:,} scored ({self.truncated:,} truncated), "
+                f"{self.rows_rejected:,} rejected -> {self.rejects}; {self.rows_per_second:,.0f} rows/s")
+        if self.resumed_chunks:
+            text += f" (resumed after {self.resumed_chunks:,} finished chunks)"
+        return text
+
+
+@dataclass
+class Plan:
+    """Everything decided before the first row is scored."""
+
+    paths: list[Path]
+    output: Path
+    rejects: Path
+    kept: list[str]
+    columns: list[str]
+    embedder: object
+    classifier: object
+    head_spec: tuple[str, str]  # ("e2e", run folder) or ("head", folder): how a Ray actor reloads it
+    model_id: str
+    head_id: str
+    identity: str
+
+
+def score_files(inputs: Iterable[str | Path] | str | Path, output: str | Path, model, head: str | Path,
+                config: ScoreConfig = ScoreConfig()) -> ScoreSummary:
+    """Score ``inputs`` (files, folders, globs) into ``output``; rerunning after a crash resumes.
+
+    ``model`` is a model spec (alias, folder, run folder, hub id) or an ``Embedder``; ``head`` a head
+    folder or ``"e2e"``. Raises DataError/ModelError/HeadError before any work when something is off.
+    """
+    from tqdm.auto import tqdm
+
+    plan = prepare(inputs, output, model, head, config)
+    started = time.perf_counter()
+    writer = _Writer(plan)
+    state = writer.open()
+    done = state["chunk"]
+    summary = ScoreSummary(plan.output, plan.rejects, resumed_chunks=done + 1)
+    chunks = iter_chunks(plan.paths, config.text_col, config.chunk_rows)
+    with tqdm(total=_estimate_rows(plan.paths) if config.progress else None, unit="row", unit_scale=True,
+              desc="scoring", disable=None if config.progress else True) as bar:
+        def pending() -> Iterator[Chunk]:
+            for chunk in chunks:
+                if chunk.index > done:
+                    yield chunk
+                else:
+                    bar.update(chunk.rows_read)
+
+        predictions = _engine(pending(), plan, config)
+        try:
+            for chunk, proba, truncated in predictions:
+                writer.write(chunk, proba, truncated, state)
+                summary.rows_this_run += chunk.rows_read
+                bar.update(chunk.rows_read)
+        except BaseException:
+            writer.close()  # the partial files stay: rerunning the command resumes from them
+            raise
+        finally:
+            predictions.close()
+        bar.total = bar.n
+    writer.finish()
+    for key, value in state["counts"].items():
+        setattr(summary, key, value)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _engine(chunks: Iterator[Chunk], plan: Plan, config: ScoreConfig):
+    if config.engine == "ray":
+        from .ray_engine import ray_predictions
+
+        return ray_predictions(chunks, plan, config)
+    return _local_predictions(chunks, plan)
+
+
+def _local_predictions(chunks: Iterator[Chunk], plan: Plan):
+    truncation = Truncation(plan.embedder)
+    for chunk in chunks:
+        proba, truncated = predict_texts(plan.embedder, plan.classifier, truncation, chunk.texts)
+        yield chunk, proba, truncated
+
+
+def predict_texts(embedder, classifier, truncation: Truncation, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (rows in ``texts`` order) and which texts the encoder truncated."""
+    if not texts:
+        return np.zeros((0, len(classifier.classes_))), np.zeros(0, dtype=bool)
+    vectors, _ = embedder.embed(texts)
+    return np.asarray(classifier.predict_proba(vectors)), truncation(texts)
+
+
+class Truncation:
+    """Which texts the encoder cuts: more tokens (special tokens included) than its max length.
+
+    Only texts whose UTF-8 length could exceed the limit are tokenized (a token covers at least
+    half a byte for WordPiece, BPE and SentencePiece vocabularies), and verdicts are memoized.
+    """
+
+    def __init__(self, embedder, memo_size: int = 50_000):
+        self.encoder = embedder.load()
+        self.normalize, _ = normalizer(embedder.normalize)
+        self.memo: dict[str, bool] = {}
+        self.memo_size = memo_size
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        limit = self.encoder.max_length
+        normalized = [self.normalize(text) for text in texts]
+        risky = [text for text in normalized if 2 * len(text.encode("utf-8", "surrogatepass")) + 4 > limit]
+        new = list(dict.fromkeys(text for text in risky if text not in self.memo))
+        if new:
+            if len(self.memo) + len(new) > self.memo_size:
+                self.memo.clear()
+            ids = self.encoder.ensure_tokenizer()(new, add_special_tokens=True, truncation=True,
+                                                  max_length=limit + 1)["input_ids"]
+            self.memo.update((text, len(row) > limit) for text, row in zip(new, ids))
+        if not risky:
+            return np.zeros(len(texts), dtype=bool)
+        return np.array([self.memo.get(text, False) for text in normalized], dtype=bool)
+
+
+# -- before any work -----------------------------------------------------------------------------
+def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
+    """Check everything that can stop a run, load the classifier and hash the command's identity."""
+    from embed.encoder import Embedder
+
+    _check_config(config)
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    output = Path(output)
+    out_format = output_format(output)
+    rejects = Path(config.rejects) if config.rejects is not None else default_rejects(output)
+    if output_format(rejects) != "csv":
+        raise DataError(f"{rejects}: the rejects file is CSV; name it .csv or .csv.gz")
+    paths = expand_inputs([str(item) for item in inputs])
+    headers = check_inputs(paths, config.text_col)
+    _check_paths(paths, output, rejects)
+    kept = _kept_columns(paths, headers, config.keep_cols)
+    if config.engine == "ray":
+        from .ray_engine import require_ray
+
+        require_ray()
+    embedder = model if isinstance(model, Embedder) else Embedder(str(model))
+    encoder = embedder.load()
+    classifier, head_spec, head_id, head_digest = _load_checked(head, embedder)
+    added = added_columns(classifier.classes_, config.prefix)
+    clash = [name for name in kept if name in added]
+    if clash:
+        raise DataError(
+            f"input column(s) {', '.join(map(repr, clash))} clash with the columns score adds "
+            f"({', '.join(added)}); pass --prefix (e.g. --prefix pred_) to name the added columns "
+            "differently, or --keep-cols to leave the input column out")
+    model_id = f"{encoder.description.get('model')}@{encoder.fingerprint[:12]}"
+    identity = {
+        "files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in paths],
+        "fingerprint": encoder.fingerprint, "head": head_digest, "columns": kept + added,
+        "ids": [model_id, head_id], "text_col": config.text_col, "chunk_rows": config.chunk_rows,
+        "output": [str(output.resolve()), out_format], "rejects": str(rejects.resolve()), "engine": config.engine,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return Plan(paths, output, rejects, kept, kept + added, embedder, classifier, head_spec, model_id, head_id,
+                digest)
+
+
+def _check_config(config: ScoreConfig) -> None:
+    if config.engine not in ENGINES:
+        raise DataError(f"engine must be one of {', '.join(ENGINES)}, got {config.engine!r}")
+    if not isinstance(config.chunk_rows, int) or config.chunk_rows < 1:
+        raise DataError(f"chunk_rows must be a whole number of at least 1, got {config.chunk_rows!r}")
+    if not isinstance(config.concurrency, int) or config.concurrency < 1:
+        raise DataError(f"concurrency must be a whole number of at least 1, got {config.concurrency!r}")
+
+
+def output_format(path: Path) -> str:
+    name = Path(path).name.lower()
+    for suffix, kind in _OUTPUT_SUFFIXES.items():
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return kind
+    raise DataError(f"{path}: unknown output type; name the output .csv, .csv.gz or .parquet")
+
+
+def default_rejects(output: Path) -> Path:
+    name = output.name
+    for suffix in _OUTPUT_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return output.with_name(name + ".rejects.csv")
+
+
+def added_columns(classes, prefix: str = "") -> list[str]:
+    return ([f"{prefix}label"] + [f"{prefix}proba_{c}" for c in np.asarray(classes).tolist()]
+            + [f"{prefix}model", f"{prefix}head"])
+
+
+def _check_paths(paths: list[Path], output: Path, rejects: Path) -> None:
+    inputs = {p.resolve() for p in paths}
+    for path, what in ((output, "output"), (rejects, "rejects file")):
+        if path.resolve() in inputs:
+            raise DataError(f"{path}: the {what} is also an input; write it somewhere else")
+    if output.resolve() == rejects.resolve():
+        raise DataError(f"{output}: the output and the rejects file are the same file; pass another --rejects")
+
+
+def _kept_columns(paths: list[Path], headers: dict[Path, list[str]], keep_cols) -> list[str]:
+    first, columns = paths[0], headers[paths[0]]
+    if keep_cols is None:
+        for path in paths[1:]:
+            if headers[path] != columns:
+                common = [c for c in columns if all(c in headers[p] for p in paths)]
+                raise DataError(
+                    f"{path}: columns {', '.join(map(repr, headers[path]))} differ from {first}'s "
+                    f"({', '.join(map(repr, columns))}); all inputs go to one table, so they need the same "
+                    f"columns in the same order. Score them separately, or pass --keep-cols with columns "
+                    f"all files have ({','.join(common) or 'none in common'})")
+        return list(columns)
+    keep = list(keep_cols)
+    doubled = sorted({c for c in keep if keep.count(c) > 1})
+    if doubled:
+        raise DataError(f"--keep-cols names {', '.join(map(repr, doubled))} more than once; name each column once")
+    for path in paths:
+        missing = [c for c in keep if c not in headers[path]]
+        if missing:
+            raise DataError(f"{path}: no column(s) {', '.join(map(repr, missing))} for --keep-cols; columns "
+                            f"found: {', '.join(map(repr, headers[path]))}")
+    return keep
+
+
+def load_classifier(spec: tuple[str, str]):
+    """The classifier named by ``Plan.head_spec`` (no checks: ``prepare`` made them)."""
+    kind, folder = spec
+    if kind == E2E:
+        from embed.runs import EndToEndClassifier
+
+        return EndToEndClassifier(folder)
+    from heads import load_head
+
+    return load_head(folder)
+
+
+def _load_checked(head, embedder):
+    """``(classifier, head_spec, head_id, digest of its files)``; raises if it does not fit the model."""
+    encoder = embedder.load()
+    if str(head) == E2E:
+        return _end_to_end(embedder)
+    from heads import HeadError, load_head
+    from heads.base import CONFIG_NAME
+
+    folder = Path(head)
+    classifier = load_head(folder)
+    try:
+        classifier.check_fingerprint(encoder.fingerprint, encoder.description)
+    except HeadError as exc:
+        raise HeadError(f"{folder}: {exc}{_settings_hint(classifier.model_, encoder.description)}") from None
+    digest = hashlib.sha256((folder / CONFIG_NAME).read_bytes()).hexdigest()  # it holds every file's sha256
+    return classifier, ("head", str(folder.resolve())), f"{classifier.name}@{folder}", digest
+
+
+def _settings_hint(trained: dict | None, now: dict) -> str:
+    differ = [key for key in _SETTINGS if key in (trained or {}) and trained[key] != now.get(key)]
+    if not differ:
+        return ""
+    said = ", ".join(f"{key} {trained[key]!r} (this run: {now.get(key)!r})" for key in differ)
+    fixes = " ".join(f"{_SETTINGS[key]} {trained[key]}" for key in differ if _SETTINGS[key])
+    return f" The head was trained with {said}" + (f"; rerun with {fixes}." if fixes else ".")
+
+
+def _end_to_end(embedder):
+    from embed.runs import CLASSIFIER_FILE, EndToEndClassifier
+
+    encoder = embedder.load()
+    if encoder.source.kind != "run":
+        raise ModelError(
+            f"--head e2e scores with a fine-tuned run's own classifier, so --model must be a run folder "
+            f"written by `finetune`; {embedder.model!r} is not one (it is {encoder.source.path}). Pass "
+            "--model RUN_DIR, or --head HEAD_DIR for a trained head")
+    run_dir = encoder.source.run_dir
+    classifier = EndToEndClassifier(run_dir)
+    trained = {"pooling": "cls", "max_length": classifier.info.get("max_length"),
+               "normalization": classifier.info.get("normalization")}
+    differ = [key for key, value in trained.items() if value is not None and value != encoder.description.get(key)]
+    if differ:
+        raise ModelError(
+            f"{run_dir}: the end-to-end classifier was fine-tuned on "
+            f"{', '.join(f'{k} {trained[k]!r}' for k in differ)} but this run embeds with "
+            f"{', '.join(f'{k} {encoder.description.get(k)!r}' for k in differ)}; drop "
+            f"{' / '.join(_SETTINGS[k] or k for k in differ)} so the run's own settings are used")
+    digest = hashlib.sha256()
+    for name in (CLASSIFIER_FILE, "labels.json"):
+        digest.update((run_dir / name).read_bytes())
+    return classifier, (E2E, str(Path(run_dir).resolve())), f"e2e@{run_dir}", digest.hexdigest()
+
+
+def _estimate_rows(paths: list[Path]) -> int | None:
+    """Records to read, for the progress bar: lines (minus CSV headers), Parquet row counts; None for .gz."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in paths:
+        fmt = file_format(path)
+        if path.name.lower().endswith(".gz"):
+            return None
+        if fmt == "parquet":
+            total += pq.ParquetFile(path).metadata.num_rows
+            continue
+        with open(path, "rb") as handle:
+            total += sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+        total -= fmt in ("csv", "tsv")
+    return total
+
+
+# -- writing -------------------------------------------------------------------------------------
+class _Writer:
+    """Appends finished chunks to the output and rejects files, and records each in the progress file."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.classes = np.asarray(plan.classifier.classes_)
+        self.progress = Progress(sibling(plan.output, ".progress.json"), plan.identity)
+        self.rejects = CsvOutput(plan.rejects, REJECT_COLUMNS, "rejects")
+        self.parquet = output_format(plan.output) == "parquet"
+        self.hints: dict[Path, dict] = {}
+        self.out = (ParquetOutput(plan.output, self._schema(plan.paths[0])) if self.parquet
+                    else CsvOutput(plan.output, plan.columns, "output"))
+
+    def open(self) -> dict:
+        """Resume what the progress file records for this command, or start afresh; the state dict."""
+        self.plan.output.parent.mkdir(parents=True, exist_ok=True)
+        self.plan.rejects.parent.mkdir(parents=True, exist_ok=True)
+        state = self.progress.load()
+        if state is not None and self.out.resume(state) and self.rejects.resume(state):
+            return state
+        for part in (self.out, self.rejects):
+            part.discard()
+            part.start()
+        state = {"chunk": -1, "counts": {"rows_read": 0, "rows_scored": 0, "rows_rejected": 0, "truncated": 0}}
+        self._save(state)
+        return state
+
+    def _save(self, state: dict) -> None:
+        state.update(self.out.state())
+        state.update(self.rejects.state())
+        state.pop("version", None)
+        state.pop("identity", None)
+        self.progress.save(state)
+
+    def write(self, chunk: Chunk, proba: np.ndarray, truncated: np.ndarray, state: dict) -> None:
+        labels = self.classes[np.argmax(proba, axis=1)] if len(proba) else self.classes[:0]
+        if self.parquet:
+            self.out.append(chunk.index, self._table(chunk, labels, proba))
+        else:
+            self.out.append(self._rows(chunk, labels, proba))
+        self.rejects.append([[str(r.file), r.line, r.reason, r.raw] for r in chunk.rejects])
+        counts = state["counts"]
+        counts["rows_read"] += chunk.rows_read
+        counts["rows_scored"] += len(chunk.rows)
+        counts["rows_rejected"] += len(chunk.rejects)
+        counts["truncated"] += int(np.count_nonzero(truncated))
+        state["chunk"] = chunk.index
+        self._save(state)
+
+    def _rows(self, chunk: Chunk, labels: np.ndarray, proba: np.ndarray) -> list[list]:
+        at = [chunk.columns.index(name) for name in self.plan.kept]
+        ids = [self.plan.model_id, self.plan.head_id]
+        return [[as_text(row[i]) for i in at] + [str(label)] + [str(p) for p in probs] + ids
+                for row, label, probs in zip(chunk.rows, labels, proba)]
+
+    def _table(self, chunk: Chunk, labels: np.ndarray, proba: np.ndarray) -> pa.Table:
+        hints = self._hints(chunk.file)
+        at = [chunk.columns.index(name) for name in self.plan.kept]
+        arrays = [arrow_column([row[i] for row in chunk.rows], hints[name]) for name, i in zip(self.plan.kept, at)]
+        arrays.append(pa.array(labels.tolist(), type=self._label_type()))
+        arrays += [pa.array(proba[:, j].astype(np.float64)) for j in range(proba.shape[1])]
+        arrays += [pa.array([value] * len(chunk.rows), type=pa.string())
+                   for value in (self.plan.model_id, self.plan.head_id)]
+        return pa.Table.from_arrays(arrays, names=self.plan.columns)
+
+    def _hints(self, path: Path) -> dict:
+        """Arrow types for the kept columns of one input file: strings for CSV/TSV, Parquet's own."""
+        if path not in self.hints:
+            fmt = file_format(path)
+            if fmt == "parquet":
+                schema = parquet_schema(path)
+                self.hints[path] = {c: schema.field(schema.names.index(c)).type for c in self.plan.kept}
+            else:
+                self.hints[path] = {c: pa.string() if fmt in ("csv", "tsv") else None for c in self.plan.kept}
+        return self.hints[path]
+
+    def _label_type(self) -> pa.DataType:
+        return pa.string() if self.classes.dtype.kind in "US" else pa.from_numpy_dtype(self.classes.dtype)
+
+    def _schema(self, path: Path) -> pa.Schema:
+        """The output schema when no chunk has a good row (JSONL columns: strings)."""
+        hints = self._hints(path)
+        fields = [pa.field(c, hints[c] or pa.string()) for c in self.plan.kept]
+        fields.append(pa.field(self.plan.columns[len(self.plan.kept)], self._label_type()))
+        fields += [pa.field(c, pa.float64()) for c in self.plan.columns[len(self.plan.kept) + 1:-2]]
+        fields += [pa.field(c, pa.string()) for c in self.plan.columns[-2:]]
+        return pa.schema(fields)
+
+    def close(self) -> None:
+        self.out.close()
+        self.rejects.close()
+
+    def finish(self) -> None:
+        self.out.finish()
+        self.rejects.finish()
+        self.progress.remove()
