@@ -52,7 +52,7 @@ class EmbedStats:
     unique: int = 0
     hits: int = 0
     encoded: int = 0
-    truncated: int = 0
+    truncated: int = 0  # among the texts encoded in this call (cache hits are not re-tokenized)
     damaged: int = 0
     seconds: float = 0.0
 
@@ -178,7 +178,10 @@ class Embedder(TransformerMixin, BaseEstimator):
             return out, 0
         tokenized = enc.ensure_tokenizer()(texts, add_special_tokens=True, truncation=True, max_length=enc.max_length,
                                   return_attention_mask=False)["input_ids"]
-        truncated = sum(1 for ids in tokenized if len(ids) >= enc.max_length)
+        # a text at exactly max_length tokens may fit or have been cut: tokenize those few again, uncut
+        at_limit = [texts[i] for i, ids in enumerate(tokenized) if len(ids) >= enc.max_length]
+        truncated = sum(1 for ids in enc.ensure_tokenizer()(at_limit, add_special_tokens=True)["input_ids"]
+                        if len(ids) > enc.max_length) if at_limit else 0
         order = np.argsort([len(ids) for ids in tokenized], kind="stable")
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):

@@ -85,8 +85,7 @@ class Progress:
             json.dump(state, handle, indent=1)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
+        os.replace(tmp, self.path)  # no directory fsync: an older progress file is a valid state too
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -103,6 +102,7 @@ class CsvOutput:
         self.header = header
         self.compress = final.name.lower().endswith(".gz")
         self.handle = None
+        self.dirty = False
 
     def start(self) -> None:
         self.handle = open(self.partial, "wb")
@@ -123,11 +123,14 @@ class CsvOutput:
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(rows)
         data = buffer.getvalue().encode("utf-8", "surrogateescape")
-        self.handle.write(gzip.compress(data, mtime=0) if self.compress else data)
+        self.handle.write(gzip.compress(data, compresslevel=6, mtime=0) if self.compress else data)
+        self.dirty = True
 
     def state(self) -> dict:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
+        if self.dirty:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.dirty = False
         return {self.key: self.handle.tell()}
 
     def finish(self) -> None:

@@ -65,12 +65,13 @@ class ChunkScorer:
 def embedder_params(embedder) -> dict:
     """The Embedder's parameters with the cache folder and a model folder made absolute for the workers."""
     from cache import default_cache_dir
+    from embed.models import ALIASES
 
     params = embedder.get_params()
     cache_dir = params["cache_dir"]
     if cache_dir is not None:
         params["cache_dir"] = str(Path(default_cache_dir() if cache_dir == "default" else cache_dir).resolve())
-    if Path(params["model"]).expanduser().exists():
+    if params["model"] not in ALIASES and Path(params["model"]).expanduser().exists():
         params["model"] = str(Path(params["model"]).expanduser().resolve())
     params["progress"] = False
     return params

@@ -1,0 +1,337 @@
+"""Batch scoring end to end on the packaged MiniLM: messy input, crash and resume, Ray, refusals.
+
+One module-scoped cache holds the sample tweets' vectors (encoded once), so every scoring run
+below hits the cache and costs no encoding; tests pass it explicitly with --cache-dir.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import cli
+from embed.encoder import Embedder
+from scoring.score import ScoreConfig, score_files
+
+from .conftest import REPO, SAMPLE, write_tweets
+
+CLASSES = ["Negative", "Neutral", "Positive"]
+PROBA = [f"proba_{c}" for c in CLASSES]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, minilm_path):
+    """A cache with every sample tweet embedded, and a logistic head trained on those vectors."""
+    from heads import get_head
+
+    tmp = tmp_path_factory.mktemp("score")
+    cache = tmp / "cache"
+    with open(SAMPLE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    embedder = Embedder("minilm", cache_dir=cache)
+    vectors, _ = embedder.embed([row["text"] for row in rows])
+    head = get_head("logistic", C=1.0).fit(vectors, [row["label"] for row in rows])
+    encoder = embedder.load()
+    head.save(tmp / "head", fingerprint=encoder.fingerprint, model=encoder.description)
+    return {"tmp": tmp, "cache": cache, "head": tmp / "head", "rows": rows, "fingerprint": encoder.fingerprint}
+
+
+def score(shared, *args, head=None, model="minilm"):
+    argv = ["score", *map(str, args), "--model", str(model), "--head", str(head or shared["head"]),
+            "--cache-dir", str(shared["cache"])]
+    return CliRunner().invoke(cli, argv)
+
+
+def read_csv(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def messy_csv(path: Path, rows: list[dict]) -> tuple[list[tuple[int, str]], list[str]]:
+    """Write a messy CSV; return the expected rejects (line, reason) and the good rows' ids, in order."""
+    long_text = "word " * 20_000  # 100,000 characters, far past MiniLM's 256 tokens
+    records = [
+        (b"1,Great debate tonight #win,a\n", None),
+        (b"2,,b\n", "empty text"),
+        (b"3\n", "ragged row: expected 3 columns, found 1"),  # the text cell is missing
+        (b"4,caf\xe9 au lait,c\n", "invalid UTF-8"),
+        (b"5,hello,d,extra\n", "ragged row: expected 3 columns, found 4"),
+        (b'6,"two\nlines and ""quotes""",e\n', None),
+        (b"\n", "blank"),  # not a record: skipped, but it still counts as a line
+        (b"7,nul\x00byte,f\n", "NUL byte"),
+        (b"8," + long_text.encode() + b",g\n", None),
+        (b"9,   ,h\n", "empty text"),
+    ]
+    for i, row in enumerate(rows[:50], start=10):
+        text = row["text"].replace('"', '""')
+        records.append((f'{i},"{text}",x\n'.encode(), None))
+    rejects, good, line = [], [], 2
+    for data, reason in records:
+        if reason is None:
+            good.append(data.split(b",", 1)[0].decode())
+        elif reason != "blank":
+            rejects.append((line, reason))
+        line += data.count(b"\n")
+    path.write_bytes(b"id,text,extra\n" + b"".join(data for data, _ in records))
+    return rejects, good
+
+
+def test_messy_csv_every_row_scored_or_rejected(shared, tmp_path):
+    source = tmp_path / "messy.csv"
+    expected_rejects, good_ids = messy_csv(source, shared["rows"])
+    out = tmp_path / "scored.csv"
+    result = score(shared, source, "--output", out, "--chunk-rows", 7)
+    assert result.exit_code == 0, result.output
+    rejects_path = tmp_path / "scored.rejects.csv"
+    summary = result.output.strip().splitlines()[-1]
+    assert summary.startswith(f"read 59 rows: 53 scored (1 truncated), 6 rejected -> {rejects_path}; ")
+    assert len(good_ids) + len(expected_rejects) == 59
+
+    rejects = read_csv(rejects_path)
+    assert [(int(r["line"]), r["reason"]) for r in rejects] == expected_rejects
+    assert {r["file"] for r in rejects} == {str(source)}
+    raw = {r["reason"]: r["raw"] for r in rejects}
+    assert raw["invalid UTF-8"] == "4,caf\\xe9 au lait,c" and raw["NUL byte"] == "7,nul\\x00byte,f"
+
+    scored = read_csv(out)
+    assert list(scored[0]) == ["id", "text", "extra", "label", *PROBA, "model", "head"]
+    assert [r["id"] for r in scored] == good_ids
+    by_id = {r["id"]: r for r in scored}
+    assert by_id["6"]["text"] == 'two\nlines and "quotes"'
+    assert by_id["8"]["text"] == "word " * 20_000
+    assert by_id["10"]["text"] == shared["rows"][0]["text"] and by_id["10"]["extra"] == "x"
+    proba = np.array([[float(r[c]) for c in PROBA] for r in scored])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert [r["label"] for r in scored] == [CLASSES[i] for i in proba.argmax(axis=1)]
+    assert {r["model"] for r in scored} == {f"minilm@{shared['fingerprint'][:12]}"}
+    assert {r["head"] for r in scored} == {f"logistic@{shared['head']}"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["messy.csv", "scored.csv", "scored.rejects.csv"]
+
+
+def tweets_with_rejects(path: Path, n: int) -> Path:
+    write_tweets(path, n)
+    with open(path, "ab") as handle:
+        handle.write(b"900001,,Neutral\n900002,bad \xff byte,Neutral\n900003,ok,Neutral,extra\n")
+    return path
+
+
+def test_kill_9_then_rerun_writes_the_same_bytes(shared, tmp_path):
+    source = tweets_with_rejects(tmp_path / "in.csv", 3000)
+    out = tmp_path / "killed" / "out.csv"
+    args = [source, "--output", out, "--chunk-rows", 20, "--prefix", "pred_"]
+    command = [sys.executable, "cli.py", "score", *map(str, args), "--model", "minilm",
+               "--head", str(shared["head"]), "--cache-dir", str(shared["cache"])]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    progress = out.with_name("out.csv.progress.json")
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if json.loads(progress.read_text())["chunk"] >= 1:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stdout.read()!r}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists() and out.with_name("out.csv.partial").exists()
+    finished = json.loads(progress.read_text())["chunk"]
+
+    resumed = score(shared, *args)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"(resumed after {finished + 1:,} finished chunks)" in resumed.output
+    assert "read 3,003 rows: 3,000 scored (0 truncated), 3 rejected" in resumed.output
+    clean_out = tmp_path / "clean" / "out.csv"
+    clean = score(shared, source, "--output", clean_out, "--chunk-rows", 20, "--prefix", "pred_")
+    assert clean.exit_code == 0, clean.output
+    assert out.read_bytes() == clean_out.read_bytes()
+    assert (out.parent / "out.rejects.csv").read_bytes() == (clean_out.parent / "out.rejects.csv").read_bytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out.csv", "out.rejects.csv"]
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.csv.gz", "out.parquet"])
+def test_crash_then_rerun_resumes_byte_identical(shared, tmp_path, monkeypatch, name):
+    import scoring.score as module
+
+    source = tweets_with_rejects(tmp_path / "in.csv", 300)
+    config = ScoreConfig(chunk_rows=40, keep_cols=("id", "text"))
+    model = Embedder("minilm", cache_dir=shared["cache"])
+    calls, real = [], module.predict_texts
+
+    def crash_on_fourth(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("simulated crash")
+        return real(*args)
+
+    monkeypatch.setattr(module, "predict_texts", crash_on_fourth)
+    out = tmp_path / "a" / name
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        score_files([source], out, model, shared["head"], config)
+    monkeypatch.setattr(module, "predict_texts", real)
+    progress = json.loads((out.parent / f"{name}.progress.json").read_text())
+    assert not out.exists() and progress["chunk"] == 2
+    if name.endswith(".parquet"):  # a part written after the last recorded chunk is dropped
+        (out.parent / f"{name}.parts" / "part-00000003.parquet").write_bytes(b"half a part")
+    else:  # so are bytes appended after the recorded length
+        with open(out.parent / f"{name}.partial", "ab") as handle:
+            handle.write(b"half,a,row")
+
+    summary = score_files([source], out, Embedder("minilm", cache_dir=shared["cache"]), shared["head"], config)
+    assert (summary.resumed_chunks, summary.rows_read, summary.rows_scored, summary.rows_rejected) == (3, 303, 300, 3)
+    clean = score_files([source], tmp_path / "b" / name, model, shared["head"], config)
+    assert clean.resumed_chunks == 0
+    assert out.read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([name, "out.rejects.csv"])
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(out)
+        assert table.column_names == ["id", "text", "label", *PROBA, "model", "head"]
+        assert table.column("id").to_pylist() == [str(i) for i in range(300)]
+        assert table.schema.field("proba_Positive").type == "double"
+
+
+@pytest.mark.slow
+def test_ray_engine_matches_local(shared, tmp_path):
+    source = tweets_with_rejects(tmp_path / "in.csv", 90)
+    local, ray = tmp_path / "local.csv", tmp_path / "ray.csv"
+    result = score(shared, source, "--output", local, "--chunk-rows", 32, "--prefix", "pred_")
+    assert result.exit_code == 0, result.output
+    result = score(shared, source, "--output", ray, "--chunk-rows", 32, "--prefix", "pred_", "--engine", "ray",
+                   "--concurrency", 1)
+    assert result.exit_code == 0, result.output
+    assert "read 93 rows: 90 scored (0 truncated), 3 rejected" in result.output
+    a, b = read_csv(local), read_csv(ray)
+    assert [r["pred_label"] for r in a] == [r["pred_label"] for r in b]
+    assert [r["id"] for r in a] == [r["id"] for r in b] == [str(i) for i in range(90)]
+    names = [f"pred_{c}" for c in PROBA]
+    np.testing.assert_allclose([[float(r[c]) for c in names] for r in a],
+                               [[float(r[c]) for c in names] for r in b], rtol=0, atol=1e-6)
+    assert (tmp_path / "local.rejects.csv").read_bytes() == (tmp_path / "ray.rejects.csv").read_bytes()
+
+
+def test_ray_missing_is_a_friendly_error(shared, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    source = write_tweets(tmp_path / "in.csv", 5)
+    result = score(shared, source, "--output", tmp_path / "out.csv", "--keep-cols", "id", "--engine", "ray")
+    assert result.exit_code == 1
+    assert "pip install 'tweetheads[ray]'" in result.output
+    assert not (tmp_path / "out.csv.progress.json").exists()
+
+
+def test_head_from_another_model_is_refused_before_any_work(shared, tmp_path):
+    from heads import get_head
+
+    other = Embedder("minilm", pooling="mean", cache_dir=shared["cache"]).load()  # no weights are loaded
+    rng = np.random.default_rng(0)
+    head = get_head("logistic", C=1.0).fit(rng.normal(size=(30, 384)), CLASSES * 10)
+    head.save(tmp_path / "mean-head", fingerprint=other.fingerprint, model=other.description)
+    source = write_tweets(tmp_path / "in.csv", 5)
+    out = tmp_path / "out" / "out.csv"
+    result = score(shared, source, "--output", out, "--keep-cols", "id", head=tmp_path / "mean-head")
+    assert result.exit_code == 1
+    message = result.output.strip()
+    assert len(message.splitlines()) == 1 and message.startswith("Error: ")
+    assert other.fingerprint[:12] in message and shared["fingerprint"][:12] in message
+    assert "--pooling mean" in message
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("problem, expected", [
+    ("column", "no text column 'tweet'; columns found: 'id', 'text', 'label'"),
+    ("missing", "no such file or folder"),
+    ("gzip", "cannot be read"),
+    ("clash", "input column(s) 'label' clash with the columns score adds"),
+    ("columns", "differ from"),
+    ("e2e", "--head e2e scores with a fine-tuned run's own classifier"),
+])
+def test_problems_stop_before_any_work_with_one_line(shared, tmp_path, problem, expected):
+    source = write_tweets(tmp_path / "in.csv", 5)
+    args = {"column": [source, "--text-col", "tweet", "--keep-cols", "id"],
+            "missing": [tmp_path / "nope.csv"],
+            "gzip": [tmp_path / "bad.csv.gz"],
+            "clash": [source],
+            "columns": [source, tmp_path / "other.csv"],
+            "e2e": [source, "--keep-cols", "id"]}[problem]
+    (tmp_path / "bad.csv.gz").write_bytes(b"not gzip at all")
+    (tmp_path / "other.csv").write_text("text,id\nhello,1\n")
+    out = tmp_path / "out" / "out.csv"
+    result = score(shared, *args, "--output", out, head="e2e" if problem == "e2e" else None)
+    assert result.exit_code == 1
+    message = result.output.strip()
+    assert len(message.splitlines()) == 1 and expected in message, message
+    assert not out.parent.exists()
+    if problem == "columns":
+        assert str(source) in message and str(tmp_path / "other.csv") in message
+
+
+def test_several_files_go_to_one_output_in_file_order(shared, tmp_path):
+    first = write_tweets(tmp_path / "a.csv", 12, seed=1)
+    second = write_tweets(tmp_path / "b.csv", 5, seed=2)
+    out = tmp_path / "out.csv"
+    result = score(shared, second, first, "--output", out, "--keep-cols", "text,id", "--chunk-rows", 5)
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert list(rows[0])[:2] == ["text", "id"]
+    expected = read_csv(second) + read_csv(first)
+    assert [(r["id"], r["text"]) for r in rows] == [(r["id"], r["text"]) for r in expected]
+
+
+@pytest.mark.slow  # a two-step fine-tune: about 15 s on a 2-core CPU
+def test_e2e_head_scores_with_the_runs_own_classifier(shared, tmp_path):
+    from embed.finetune import FinetuneConfig, fine_tune
+    from embed.runs import EndToEndClassifier
+
+    train = write_tweets(tmp_path / "train.csv", 16, seed=3)
+    run = tmp_path / "run"
+    fine_tune(train, run, FinetuneConfig(model="minilm", max_steps=2, epochs=1, max_length=32, progress=False),
+              cache_dir=shared["cache"])
+    source = write_tweets(tmp_path / "in.csv", 12, seed=4)
+    out = tmp_path / "out.parquet"
+    result = score(shared, source, "--output", out, "--prefix", "pred_", model=run, head="e2e")
+    assert result.exit_code == 0, result.output
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out)
+    texts = [r["text"] for r in read_csv(source)]
+    vectors = Embedder(str(run), cache_dir=shared["cache"]).transform(texts)
+    classifier = EndToEndClassifier(run)
+    assert table.column("pred_label").to_pylist() == classifier.predict(vectors).tolist()
+    proba = np.column_stack([table.column(f"pred_proba_{c}").to_numpy() for c in classifier.classes_])
+    np.testing.assert_allclose(proba, classifier.predict_proba(vectors), atol=1e-6)
+    assert set(table.column("pred_head").to_pylist()) == {f"e2e@{run}"}
+    assert table.column("label").to_pylist() == [r["label"] for r in read_csv(source)]
+
+
+def test_jsonl_columns_keep_types_and_mixed_types_become_text(shared, tmp_path):
+    import pyarrow.parquet as pq
+
+    texts = [row["text"] for row in shared["rows"][:6]]
+    meta = [5, 7, "x", None, None, None]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": t, "meta": m}) + "\n"
+                              for i, (t, m) in enumerate(zip(texts, meta))))
+    config = ScoreConfig(chunk_rows=2)
+    model = Embedder("minilm", cache_dir=shared["cache"])
+    score_files(source, tmp_path / "out.parquet", model, shared["head"], config)
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.schema.field("id").type == "int64" and table.schema.field("meta").type == "string"
+    assert table.column("meta").to_pylist() == ["5", "7", "x", None, None, None]
+    score_files(source, tmp_path / "out.csv", model, shared["head"], config)
+    assert [(r["id"], r["meta"]) for r in read_csv(tmp_path / "out.csv")] == [
+        ("0", "5"), ("1", "7"), ("2", "x"), ("3", ""), ("4", ""), ("5", "")]
