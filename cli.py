@@ -169,8 +169,13 @@ def embed(model, input_path, output, text_col, pooling, max_length, batch_size, 
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = output.with_name(output.name + ".tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(output)
+        try:
+            np.save(tmp, vectors)
+            tmp.replace(output)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise click.ClickException(f"cannot write {output} ({exc}); free disk space or pick another --output "
+                                       "(the vectors are cached: rerunning encodes nothing)") from exc
         click.echo(f"wrote {output} {vectors.shape}")
     click.echo(stats.summary())
 

@@ -12,7 +12,10 @@ leaves every committed vector readable; bytes appended but not committed are nev
 Several processes can write to one store at once: each has its own shard file and SQLite
 serialises the index commits (``INSERT OR IGNORE``, so a text raced by two writers is stored once
 in the index). Every row's CRC32 is checked on read; a damaged row is dropped from the index and
-reported as a miss, so the caller re-encodes it and nothing else is lost.
+reported as a miss, so the caller re-encodes it and nothing else is lost; so is an index row whose
+shard name or row number this store cannot have written (no such path is ever opened). A damaged
+index file (SQLite reports corruption, or answers with a row for a key not asked for) raises
+CacheError naming ``index.sqlite`` and the ``cache clear`` command that removes the store.
 
 The store knows keys, a fingerprint string and float arrays, and nothing about models.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import uuid
@@ -40,6 +44,7 @@ CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, shard TEXT NOT NULL, r
                                     crc INTEGER NOT NULL) WITHOUT ROWID;
 """
 _CHUNK = 500  # keys per SELECT ... IN (...)
+_SHARD_NAME = re.compile(r"[0-9]+-[0-9a-f]{12}\.f32\Z")
 
 
 def text_key(fingerprint: str, text: str) -> bytes:
@@ -92,13 +97,25 @@ class EmbeddingStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT, SQLITE_NOTADB: the file itself is damaged
+                raise self._damaged(exc) from exc
+            raise CacheError(f"cache store {self.path} cannot be opened ({exc}); check the folder "
+                             "or point --cache-dir / TWEETHEADS_CACHE_DIR elsewhere") from exc
         except (OSError, sqlite3.Error, ValueError) as exc:
             raise CacheError(f"cache store {self.path} cannot be opened ({exc}); check the folder "
                              "or point --cache-dir / TWEETHEADS_CACHE_DIR elsewhere") from exc
 
+    def _damaged(self, problem) -> CacheError:
+        return CacheError(f"{self.path / 'index.sqlite'}: the cache index is damaged ({problem}); remove this store "
+                          f"with `cache clear {self.path.name}` (its texts are encoded again on the next run)")
+
     # -- reading -------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        try:
+            return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from exc
 
     def _shard(self, name: str) -> np.ndarray | None:
         arr = self._maps.get(name)
@@ -120,14 +137,23 @@ class EmbeddingStore:
             position.setdefault(key, []).append(i)
         unique = list(position)
         by_shard: dict[str, list[tuple[bytes, int, int]]] = {}
-        for start in range(0, len(unique), _CHUNK):
-            chunk = unique[start:start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for key, shard, row, crc in self._db.execute(
-                f"SELECT key, shard, row, crc FROM vectors WHERE key IN ({marks})", chunk
-            ):
-                by_shard.setdefault(shard, []).append((key, row, crc))
         damaged: list[bytes] = []
+        try:
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start:start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for key, shard, row, crc in self._db.execute(
+                    f"SELECT key, shard, row, crc FROM vectors WHERE key IN ({marks})", chunk
+                ):
+                    if not (isinstance(key, bytes) and key in position):  # the index answered another question
+                        raise self._damaged(f"asked for some keys, got a row for {key!r}")
+                    if isinstance(shard, str) and _SHARD_NAME.match(shard) and isinstance(row, int) and row >= 0 \
+                            and isinstance(crc, int):
+                        by_shard.setdefault(shard, []).append((key, row, crc))
+                    else:  # a damaged row (never a path to open): dropped and re-encoded like a bad checksum
+                        damaged.append(key)
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from exc
         for shard, entries in by_shard.items():
             arr = self._shard(shard)
             rows = np.array([row for _, row, _ in entries], dtype=np.int64)
@@ -150,8 +176,11 @@ class EmbeddingStore:
         return found, out
 
     def _delete(self, keys: list[bytes]) -> None:
-        with self._transaction():
-            self._db.executemany("DELETE FROM vectors WHERE key = ?", [(k,) for k in keys])
+        try:
+            with self._transaction():
+                self._db.executemany("DELETE FROM vectors WHERE key = ?", [(k,) for k in keys])
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from exc
 
     # -- writing -------------------------------------------------------------------------------
     def _transaction(self):

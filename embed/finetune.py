@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ from .data import LabelMap, load_texts
 from .errors import TweetheadsError
 from .models import DEFAULT_MODEL, RUN_MARKER, load_encoder, max_seq_length, resolve_model
 from .normalize import normalizer
-from .runs import CLASSIFIER_FILE, ENCODER_DIR, save_encoder
+from .runs import CLASSIFIER_FILE, ENCODER_DIR, LABELS_FILE, artifact_digests, save_encoder
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,16 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _load_failure(exc: Exception) -> str:
+    """One line on why torch.load refused a file, without torch's advice to turn weights_only off."""
+    text = str(exc)
+    refused = re.search(r"WeightsUnpickler error: ([^.\n]*)", text)
+    if refused:
+        return f"it holds pickled objects other than tensors: {refused.group(1).strip()}"
+    lines = text.strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def _batches(lengths: list[int], batch_size: int, seed: int, group_by_length: bool) -> list[np.ndarray]:
@@ -182,7 +193,11 @@ class _Trainer:
             raise TweetheadsError(f"{folder}: no checkpoint to resume from; run without --resume")
         self.encoder.load_state_dict(load_file(str(folder / "encoder.safetensors"), device=self.device))
         self.head.load_state_dict(load_file(str(folder / "head.safetensors"), device=self.device))
-        state = torch.load(folder / "state.pt", weights_only=True, map_location=self.device)
+        try:  # weights_only: a pickled object other than tensors and plain containers is refused, never run
+            state = torch.load(folder / "state.pt", weights_only=True, map_location=self.device)
+        except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError: all mean a bad file
+            raise TweetheadsError(f"{folder / 'state.pt'}: refusing to resume from it ({_load_failure(exc)}); "
+                                  f"delete {folder} and finetune again without --resume") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -253,7 +268,7 @@ class _Trainer:
         save_encoder(self.encoder, self.tokenizer, run_dir / ENCODER_DIR, self.max_length)
         save_file({k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()},
                   str(run_dir / CLASSIFIER_FILE))
-        self.labels.save(run_dir / "labels.json")
+        self.labels.save(run_dir / LABELS_FILE)
         metrics = {"history": self.history, "steps": self.step, "total_steps": self.total_steps,
                    "steps_per_epoch": self.steps_per_epoch, "interrupted": interrupted,
                    "final": self.history[-1] if self.history else None,
@@ -267,6 +282,7 @@ class _Trainer:
                      "max_length": self.max_length, "normalization": self.norm_version, "device": self.device,
                      "interrupted": interrupted})
         info["data"] = self.data_files
+        info["files"] = artifact_digests(run_dir)  # verified whenever the run is loaded
         info_path.write_text(json.dumps(info, indent=2) + "\n")
         write_model_card(run_dir, info, metrics)
         return metrics

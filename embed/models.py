@@ -1,7 +1,7 @@
 """Finding and loading encoders: hub ids, local sentence-transformers folders, run folders, aliases.
 
 ``resolve_model`` turns what a user typed into a local sentence-transformers folder without
-loading any weights; ``load_encoder`` loads the transformer and tokenizer from it; ``fingerprint``
+loading any weights (a run folder's files are checked against the sha256 recorded when it was written); ``load_encoder`` loads the transformer and tokenizer from it; ``fingerprint``
 hashes weights, tokenizer, pooling, max length, normalization version and precision into the
 string that pins a cache store and every saved head to one exact model.
 
@@ -154,6 +154,9 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ModelSource
     path = Path(spec).expanduser()
     if path.exists():
         if (path / RUN_MARKER).exists():
+            from .runs import verify_run  # runs.py imports this module
+
+            verify_run(path)  # a damaged artifact is refused by name, never loaded
             return ModelSource(spec, path / "encoder", "run", run_dir=path)
         if (path / "modules.json").exists() or (path / "config.json").exists():
             return ModelSource(spec, path, "local")

@@ -2,7 +2,8 @@
 
 Layout of ``RUN_DIR``::
 
-    tweetheads_run.json     config, label names, data files and sha256, status
+    tweetheads_run.json     config, label names, data files and sha256, status, and ``files``:
+                            the sha256 of every artifact below (encoder/, classifier, labels)
     encoder/                sentence-transformers model with CLS pooling
     classifier.safetensors  pre_classifier + classifier weights (DistilBertForSequenceClassification shape)
     labels.json             label names in id order
@@ -12,10 +13,16 @@ Layout of ``RUN_DIR``::
 
 The end-to-end classifier is the encoder's CLS vector through the classifier head, so it can score
 cached CLS embeddings directly: the comparison with the heads is on exactly the same vectors.
+
+``verify_run`` checks the recorded sha256 of every artifact before a run folder is used (by
+``EndToEndClassifier`` and by ``resolve_model``), so a truncated or modified file is refused by name
+instead of being loaded. Run folders written before ``files`` existed load without the check.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +33,10 @@ from .models import RUN_MARKER
 
 ENCODER_DIR = "encoder"
 CLASSIFIER_FILE = "classifier.safetensors"
+LABELS_FILE = "labels.json"
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+_RECOVER = ("rerun the same `finetune` command with --resume (it rewrites the run from its checkpoint), "
+            "or finetune again")
 
 
 def save_encoder(model, tokenizer, folder: Path, max_length: int) -> None:
@@ -50,9 +61,54 @@ def save_encoder(model, tokenizer, folder: Path, max_length: int) -> None:
 def read_run_info(run_dir: str | Path) -> dict:
     path = Path(run_dir) / RUN_MARKER
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise ModelError(f"{path}: not a readable run folder ({exc}); pass a folder written by `finetune`") from exc
+    if not isinstance(info, dict):
+        raise ModelError(f"{path}: expected a JSON object, found {type(info).__name__}; pass a folder written by "
+                         "`finetune`")
+    return info
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_digests(run_dir: str | Path) -> dict[str, str]:
+    """``{relative path: sha256}`` for the files a run is loaded from: encoder/, classifier, labels."""
+    run_dir = Path(run_dir)
+    paths = sorted(p for p in (run_dir / ENCODER_DIR).rglob("*") if p.is_file())
+    paths += [run_dir / CLASSIFIER_FILE, run_dir / LABELS_FILE]
+    return {p.relative_to(run_dir).as_posix(): _sha256(p) for p in paths}
+
+
+def verify_run(run_dir: str | Path, info: dict | None = None) -> None:
+    """Raise ModelError naming the first artifact whose sha256 differs from the one recorded at write time."""
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir) if info is None else info
+    files = info.get("files")
+    if files is None:
+        return  # written before checksums were recorded
+    marker = run_dir / RUN_MARKER
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) and _SHA256.match(v)
+                                              for k, v in files.items()):
+        raise ModelError(f"{marker}: 'files' should map relative paths to sha256 digests; the run folder "
+                         f"is damaged: {_RECOVER}")
+    root = run_dir.resolve()
+    for name, digest in files.items():
+        path = run_dir / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or not path.resolve().is_relative_to(root):
+            raise ModelError(f"{marker}: refusing file {name!r}, which is outside the run folder; {_RECOVER}")
+        if path.is_symlink() or not path.is_file():
+            raise ModelError(f"{path}: missing (listed in {RUN_MARKER}); the run folder is incomplete: {_RECOVER}")
+        found = _sha256(path)
+        if found != digest:
+            raise ModelError(f"{path}: sha256 {found[:12]} does not match {digest[:12]} recorded in "
+                             f"{RUN_MARKER}; the file is damaged or was modified: {_RECOVER}")
 
 
 class EndToEndClassifier:
@@ -66,8 +122,9 @@ class EndToEndClassifier:
 
         self.run_dir = Path(run_dir)
         info = read_run_info(self.run_dir)
+        verify_run(self.run_dir, info)
         self.info = info
-        self.classes_ = np.array(LabelMap.load(self.run_dir / "labels.json").names)
+        self.classes_ = np.array(LabelMap.load(self.run_dir / LABELS_FILE).names)
         path = self.run_dir / CLASSIFIER_FILE
         try:
             weights = load_file(str(path))

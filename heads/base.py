@@ -258,7 +258,7 @@ def load_head(folder) -> BaseHead:
     _refuse_pickles(folder)
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested too deep
         raise HeadError(f"{config_path} is not valid JSON ({error}); {_DAMAGED}") from None
     cls, config = _parse_config(config, config_path)
     files = {}
@@ -339,7 +339,7 @@ def _parse_classes(values: Any, dtype: Any) -> np.ndarray | None:
     try:
         kind = "U" if dtype == "str" else np.dtype(dtype).kind
         classes = np.array(values, dtype=str if kind == "U" else dtype)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a number too large for the dtype
         return None
     if (kind not in "biufU" or len(classes) < 2 or classes.tolist() != values
             or not np.all(classes[:-1] < classes[1:])):
