@@ -189,6 +189,8 @@ class _Trainer:
         from safetensors.torch import load_file
 
         torch, folder = self.torch, self.run_dir / "checkpoint"
+        if not (folder / "progress.json").exists() and (self.run_dir / "checkpoint.old" / "progress.json").exists():
+            folder = self.run_dir / "checkpoint.old"  # killed between save_checkpoint's two renames
         if not (folder / "progress.json").exists():
             raise TweetheadsError(f"{folder}: no checkpoint to resume from; run without --resume")
         self.encoder.load_state_dict(load_file(str(folder / "encoder.safetensors"), device=self.device))
