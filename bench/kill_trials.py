@@ -396,9 +396,13 @@ class FinetuneTrials:
 
             kill_when(proc, trial, 0, event=saving)
             trial.detail["during save"] = f"{target}/{self.saves} +{pause:.2f} s"
-        checkpoint = run_dir / "checkpoint" / "progress.json"
-        resumed = checkpoint.exists()
-        trial.detail["resumed from step"] = json.loads(checkpoint.read_text())["step"] if resumed else "none"
+        # a kill between save_checkpoint's two renames leaves only checkpoint.old/, which --resume falls back to
+        found = [f / "progress.json" for f in (run_dir / "checkpoint", run_dir / "checkpoint.old")
+                 if (f / "progress.json").exists()]
+        resumed = bool(found)
+        trial.detail["resumed from step"] = json.loads(found[0].read_text())["step"] if found else "none"
+        if found and found[0].parent.name == "checkpoint.old":
+            trial.detail["from"] = "checkpoint.old"
         (self.rerun or subprocess_runner)(self.args(run_dir, resume=resumed), self.work, log)
         verify_run(run_dir)
         compare_weights(self.reference, run_dir)

@@ -12,7 +12,6 @@ device, reaches the same weights as an uninterrupted run. Not here: distributed 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -28,7 +27,7 @@ from .data import LabelMap, load_texts
 from .errors import TweetheadsError
 from .models import DEFAULT_MODEL, RUN_MARKER, load_encoder, max_seq_length, resolve_model
 from .normalize import normalizer
-from .runs import CLASSIFIER_FILE, ENCODER_DIR, LABELS_FILE, artifact_digests, save_encoder
+from .runs import CLASSIFIER_FILE, ENCODER_DIR, LABELS_FILE, artifact_digests, save_encoder, sha256_file
 
 
 @dataclass(frozen=True)
@@ -59,14 +58,6 @@ class FinetuneConfig:
 
 class Interrupted(TweetheadsError):
     """Training stopped by Ctrl-C after writing a usable checkpoint."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_failure(exc: Exception) -> str:

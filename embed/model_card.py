@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .models import ALIASES
+
 
 def _num(value, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
@@ -14,7 +16,7 @@ def render_model_card(info: dict, metrics: dict) -> str:
     lines = [
         f"# {Path(info.get('run_dir', '')).name or 'tweetheads run'}",
         "",
-        f"This model is a fine-tuned version of `{info['base_model']}` for three-way tweet sentiment "
+        f"This model is a fine-tuned version of `{ALIASES.get(info['base_model'], info['base_model'])}` for three-way tweet sentiment "
         f"({', '.join(info['labels'])}), trained end to end (encoder + classification head on the CLS token) "
         "by `tweetheads finetune`.",
     ]

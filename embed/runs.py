@@ -70,7 +70,7 @@ def read_run_info(run_dir: str | Path) -> dict:
     return info
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
@@ -83,7 +83,7 @@ def artifact_digests(run_dir: str | Path) -> dict[str, str]:
     run_dir = Path(run_dir)
     paths = sorted(p for p in (run_dir / ENCODER_DIR).rglob("*") if p.is_file())
     paths += [run_dir / CLASSIFIER_FILE, run_dir / LABELS_FILE]
-    return {p.relative_to(run_dir).as_posix(): _sha256(p) for p in paths}
+    return {p.relative_to(run_dir).as_posix(): sha256_file(p) for p in paths}
 
 
 def verify_run(run_dir: str | Path, info: dict | None = None) -> None:
@@ -105,7 +105,7 @@ def verify_run(run_dir: str | Path, info: dict | None = None) -> None:
             raise ModelError(f"{marker}: refusing file {name!r}, which is outside the run folder; {_RECOVER}")
         if path.is_symlink() or not path.is_file():
             raise ModelError(f"{path}: missing (listed in {RUN_MARKER}); the run folder is incomplete: {_RECOVER}")
-        found = _sha256(path)
+        found = sha256_file(path)
         if found != digest:
             raise ModelError(f"{path}: sha256 {found[:12]} does not match {digest[:12]} recorded in "
                              f"{RUN_MARKER}; the file is damaged or was modified: {_RECOVER}")
