@@ -651,7 +651,7 @@ HOSTILE_HEADS = {
     "head.json not JSON": (lambda h: replace_file(h / "head.json", b"\xff\xfe\x00garbage"), "not valid JSON"),
     "head.json a list": (lambda h: replace_file(h / "head.json", b"[1, 2]"), "JSON object"),
 }
-KNOWN_GAPS = {  # heads/base.py lets these escape as tracebacks: RELIABILITY.md finding 2 proposes the fix
+KNOWN_GAPS = {  # heads/base.py let these escape as tracebacks before RELIABILITY.md finding 5 was fixed
     "huge class label": (lambda h: _head_json(h, lambda c: c.update(classes=[1, 2, 10**30], classes_dtype="<i8")),
                          "classes"),
     "head.json nested 100,000 deep": (lambda h: replace_file(h / "head.json", b"[" * 100_000 + b"]" * 100_000),
