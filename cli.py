@@ -129,6 +129,9 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
               help="Length-grouped batches within shuffled mega-batches (less padding).")
 @click.option("--normalize/--no-normalize", default=_FT.normalize, help="Tweet normalization (@user, http).")
 @click.option("--device", default=_FT.device)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=_FT.precision,
+              show_default=True, help="Training precision: auto = bf16 autocast on a GPU (fp16 where bf16 is "
+              "missing), fp32 on the CPU. The reference card trained in fp32.")
 @click.option("--save-every", type=int, default=_FT.save_every, help="Checkpoint every N steps (and every epoch).")
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoint.")
 @cache_dir_option

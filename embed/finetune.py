@@ -52,8 +52,27 @@ class FinetuneConfig:
     text_col: str = "text"
     label_col: str = "label"
     device: str = "auto"
+    precision: str = "auto"  # auto: bf16 (else fp16) autocast on a GPU, fp32 on the CPU; or fp32 / bf16 / fp16
     save_every: int = 500
     progress: bool = True
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _amp_dtype(torch, precision: str, device: str):
+    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32)."""
+    if precision not in PRECISIONS:
+        raise TweetheadsError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    cuda = device.startswith("cuda")
+    if precision == "fp32" or (precision == "auto" and not cuda):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and not cuda:
+        raise TweetheadsError("precision fp16 needs a CUDA device (the grad scaler is CUDA-only); "
+                              "use --precision bf16 or fp32 on the CPU")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 class Interrupted(TweetheadsError):
@@ -121,9 +140,7 @@ class _Trainer:
         warm, span = config.warmup_steps, max(1, end - config.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (end - s) / span))
-        self.amp_dtype = None
-        if self.device.startswith("cuda"):
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_dtype = _amp_dtype(torch, config.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step, self.history, self.epoch_losses = 0, [], []
         self.examples, self.train_seconds, self.data_files = 0, 0.0, {}

@@ -115,3 +115,24 @@ def test_defaults_are_the_cards_recipe():
         (0.9, 0.999, 1e-8, 0, 20)
     help_text = CliRunner().invoke(cli, ["finetune", "--help"]).output
     assert "default: 1e-06" in help_text and "default: 20" in help_text
+
+
+def test_precision_choice(tmp_path, minilm_path):
+    """fp32 is the card's precision; bf16 autocast trains on the CPU too; fp16 needs CUDA's grad scaler."""
+    import torch
+
+    from embed.finetune import _amp_dtype
+
+    assert _amp_dtype(torch, "fp32", "cuda") is None and _amp_dtype(torch, "auto", "cpu") is None
+    assert _amp_dtype(torch, "bf16", "cpu") is torch.bfloat16
+    with pytest.raises(TweetheadsError, match="fp16 needs a CUDA device"):
+        _amp_dtype(torch, "fp16", "cpu")
+    with pytest.raises(TweetheadsError, match="expected one of auto, fp32, bf16, fp16"):
+        _amp_dtype(torch, "int8", "cpu")
+    train = write_tweets(tmp_path / "train.csv", 16, seed=3)
+    config = FinetuneConfig(**{**QUICK, "epochs": 1, "precision": "bf16", "device": "cpu"})
+    metrics = fine_tune(train, tmp_path / "run", config, cache_dir=tmp_path / "cache")
+    assert metrics["steps"] == 2 and np.isfinite(metrics["final"]["training_loss"])
+    from embed.models import RUN_MARKER
+
+    assert json.loads((tmp_path / "run" / RUN_MARKER).read_text())["config"]["precision"] == "bf16"
