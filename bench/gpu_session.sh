@@ -8,6 +8,8 @@
 # Each step has a time limit (CARD_S, FAST_S seconds); a card run cut by its limit stops cleanly
 # (SIGINT: checkpoint + metrics so far), and running this script again on the same (warm) machine
 # continues it with --resume and skips step 1 (SKIP_SPEED=1 skips it anyway).
+# Runs live in $RUNS (/tmp/tweetheads-gpu), outside the repository copy: the device tool replaces a
+# carried folder (.gpu) on every call, which is how a first session lost its checkpoint at epoch 9.
 # A dry run on the CPU: DEVICE=cpu DRY=1 CARD_ARGS="--max-steps 6 --max-train-rows 48" bash bench/gpu_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,8 @@ export TWEETHEADS_MINILM_DIR="${TWEETHEADS_MINILM_DIR:-/tmp/minilm}"
 PY="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}"
 CARD_S="${CARD_S:-330}" FAST_S="${FAST_S:-60}"
+RUNS="${RUNS:-/tmp/tweetheads-gpu}"
+mkdir -p "$RUNS"
 SPLIT=(--train .gpu/split/train.csv --eval .gpu/split/eval.csv --label-col sentiment --model minilm
        --device "$DEVICE" --cache-dir /tmp/tweetheads-cache --save-every 1000000)
 
@@ -26,7 +30,7 @@ echo "== $(date -u +%FT%TZ) $("$PY" -c 'import torch, transformers, sentence_tra
 [ -f "$TWEETHEADS_MINILM_DIR/model.safetensors" ] || "$PY" bench/ship_model.py unpack .gpu/minilm "$TWEETHEADS_MINILM_DIR" || exit 1
 
 resume=()
-if [ -d .gpu/card/checkpoint ]; then resume=(--resume); SKIP_SPEED=1; fi
+if [ -d "$RUNS/card"/checkpoint ]; then resume=(--resume); SKIP_SPEED=1; fi
 if [ -z "${SKIP_SPEED:-}" ]; then
     echo "== $(date -u +%T) bench/gpu_speed.py"
     timeout -k 10 "${SPEED_S:-170}" "$PY" bench/gpu_speed.py --out "$OUT" ${DRY:+--dry-run} 2>&1 | grep -v "^\[.*round"
@@ -34,22 +38,22 @@ fi
 
 echo "== $(date -u +%T) the card's recipe, fp32 ${resume[*]}"
 start=$(date +%s)
-timeout -s INT -k 30 "$CARD_S" "$PY" cli.py finetune "${SPLIT[@]}" --out .gpu/card --precision fp32 \
+timeout -s INT -k 30 "$CARD_S" "$PY" cli.py finetune "${SPLIT[@]}" --out "$RUNS/card" --precision fp32 \
     "${resume[@]}" ${CARD_ARGS:-}
 echo "card: exit $?, $(( $(date +%s) - start )) s wall"
-cp .gpu/card/metrics.json "$OUT/card-metrics.json" 2>/dev/null
-"$PY" -c 'import json,sys; m=json.load(open(sys.argv[1])); [print(r) for r in m["history"]]; print("interrupted:", m["interrupted"], "train_seconds:", round(m["train_seconds"]), "ex/s:", round(m["examples_per_second"] or 0, 1))' .gpu/card/metrics.json
+cp "$RUNS/card"/metrics.json "$OUT/card-metrics.json" 2>/dev/null
+"$PY" -c 'import json,sys; m=json.load(open(sys.argv[1])); [print(r) for r in m["history"]]; print("interrupted:", m["interrupted"], "train_seconds:", round(m["train_seconds"]), "ex/s:", round(m["examples_per_second"] or 0, 1))' "$RUNS/card"/metrics.json
 
-if ! grep -q '"interrupted": true' .gpu/card/metrics.json 2>/dev/null && [ ! -f .gpu/fast/metrics.json ]; then
+if ! grep -q '"interrupted": true' "$RUNS/card"/metrics.json 2>/dev/null && [ ! -f "$RUNS/fast"/metrics.json ]; then
     echo "== $(date -u +%T) faster recipe: lr 2e-5, 2 epochs"
     start=$(date +%s)
-    rm -rf .gpu/fast
-    timeout -s INT -k 30 "$FAST_S" "$PY" cli.py finetune "${SPLIT[@]}" --out .gpu/fast --lr 2e-5 --epochs 2 \
+    rm -rf "$RUNS/fast"
+    timeout -s INT -k 30 "$FAST_S" "$PY" cli.py finetune "${SPLIT[@]}" --out "$RUNS/fast" --lr 2e-5 --epochs 2 \
         --precision fp32 ${FAST_ARGS:-}
     echo "fast: exit $?, $(( $(date +%s) - start )) s wall"
-    cp .gpu/fast/metrics.json "$OUT/fast-metrics.json" 2>/dev/null
+    cp "$RUNS/fast"/metrics.json "$OUT/fast-metrics.json" 2>/dev/null
 fi
-if grep -q '"interrupted": false' .gpu/card/metrics.json 2>/dev/null; then
-    rm -rf "$OUT/card" && "$PY" bench/ship_model.py pack .gpu/card "$OUT/card"
+if grep -q '"interrupted": false' "$RUNS/card"/metrics.json 2>/dev/null; then
+    rm -rf "$OUT/card" && "$PY" bench/ship_model.py pack "$RUNS/card" "$OUT/card"
 fi
 echo "== $(date -u +%T) done"; ls -la "$OUT" "$OUT/card" 2>/dev/null
