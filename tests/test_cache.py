@@ -84,6 +84,34 @@ def test_damaged_rows_are_dropped_and_reported(tmp_path):
         np.testing.assert_array_equal(got[i], vector_for(texts[i]))
 
 
+@pytest.mark.parametrize("asked", ["few", "most"])
+def test_both_index_lookups_agree_on_hits_misses_repeats_and_damage(tmp_path, asked):
+    """A few keys go through ``key IN (...)``; most of the store goes through one index scan."""
+    store = EmbeddingStore(tmp_path, "e" * 64, DIM)
+    texts = [f"t{i}" for i in range(60)]
+    keys = [text_key(store.fingerprint, t) for t in texts]
+    store.put_many(keys, np.stack([vector_for(t) for t in texts]))
+    store.close()
+    shard = next((tmp_path / ("e" * 20) / "shards").glob("*.f32"))
+    data = bytearray(shard.read_bytes())
+    data[7 * DIM * 4] ^= 0x01  # one flipped bit in row 7
+    shard.write_bytes(bytes(data))
+    picked = [3, 7, 11] if asked == "few" else list(range(50))
+    missing = text_key("e" * 64, "never stored")
+    query = [keys[i] for i in picked] + [keys[3], missing, keys[7]]  # a repeat, a miss, a damaged repeat
+    again = EmbeddingStore(tmp_path, "e" * 64, DIM)
+    found, got = again.get_many(query)
+    expect_found = [i != 7 for i in picked] + [True, False, False]
+    assert found.tolist() == expect_found
+    for j, ok in enumerate(expect_found):
+        if ok:
+            source = picked[j] if j < len(picked) else 3
+            np.testing.assert_array_equal(got[j], vector_for(texts[source]))
+        else:
+            assert not got[j].any()
+    assert again.dropped == 1 and len(again) == 59
+
+
 def test_failing_writer_keeps_earlier_vectors(tmp_path, monkeypatch):
     store = EmbeddingStore(tmp_path, "e" * 64, DIM)
     first = [text_key(store.fingerprint, "a")]
