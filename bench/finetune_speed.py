@@ -6,7 +6,7 @@ linear decay, max length 128, on the same normalized texts, CPU, no evaluation, 
 
 - ours: ``fine_tune(csv, run_dir, FinetuneConfig(model="minilm", max_steps=60,
   train_batch_size=8, max_length=128, lr=2e-5, progress=False))``, with length grouping (the
-  default) and with ``group_by_length=False``, and (bench-only patch) with fused AdamW;
+  default) and with ``group_by_length=False`` (both with fused AdamW, as the library builds it);
 - Trainer: ``AutoModelForSequenceClassification`` from the MiniLM folder, ``DataCollatorWithPadding``,
   ``TrainingArguments(per_device_train_batch_size=8, max_steps=60, report_to="none",
   save_strategy="no", eval_strategy="no")``, otherwise its defaults (random sampler, fused AdamW).
@@ -27,33 +27,14 @@ import common  # bench/ is on sys.path: run as `python bench/finetune_speed.py` 
 from common import Table, log, ratio
 
 
-@contextlib.contextmanager
-def _fused_adamw(enabled: bool):
-    """Bench-only: make ``torch.optim.AdamW`` build the fused kernel (the Trainer's default) for one call."""
-    if not enabled:
-        yield
-        return
-    import functools
-
-    import torch
-
-    original = torch.optim.AdamW
-    torch.optim.AdamW = functools.partial(original, fused=True)
-    try:
-        yield
-    finally:
-        torch.optim.AdamW = original
-
-
-def _ours(train_csv, tmp, steps: int, group: bool, run_id: list[int], fused: bool = False) -> dict:
+def _ours(train_csv, tmp, steps: int, group: bool, run_id: list[int]) -> dict:
     from embed.finetune import FinetuneConfig, fine_tune
 
     run_id[0] += 1
     config = FinetuneConfig(model="minilm", lr=2e-5, max_steps=steps, train_batch_size=8, max_length=128,
                             group_by_length=group, progress=False, text_col="text", label_col="sentiment")
     start = time.perf_counter()
-    with _fused_adamw(fused):
-        metrics = fine_tune(train_csv, tmp / f"run-{run_id[0]}", config, cache_dir=tmp / "cache")
+    metrics = fine_tune(train_csv, tmp / f"run-{run_id[0]}", config, cache_dir=tmp / "cache")
     wall = time.perf_counter() - start
     return {"step_eps": metrics["examples_per_second"], "loop_eps": None, "wall": wall,
             "steps": metrics["steps"]}
@@ -116,7 +97,6 @@ def run(quick: bool = False) -> list[Table]:
             "fine_tune (group_by_length, default)": lambda: _ours(train_csv, tmp, steps, True, run_id),
             "HF Trainer": lambda: _trainer(norm, labels, tmp, steps),
             "fine_tune (group_by_length=False)": lambda: _ours(train_csv, tmp, steps, False, run_id),
-            "fine_tune + fused AdamW (bench patch)": lambda: _ours(train_csv, tmp, steps, True, run_id, fused=True),
         }
         names = list(runners)
         results: dict[str, list[dict]] = {name: [] for name in names}
@@ -142,10 +122,8 @@ def run(quick: bool = False) -> list[Table]:
         "(encoder, classifier, checkpoint with optimizer state, model card); the Trainer's includes loading, "
         "tokenizing and `trainer.train()`, and writes nothing (`save_strategy=\"no\"`).",
         "The Trainer's step time excludes collation (its data loader pads before `on_step_begin`); ours "
-        "includes padding. The Trainer uses fused AdamW (its default `optim=\"adamw_torch_fused\"`); "
-        "`fine_tune` builds `torch.optim.AdamW` without `fused`, which on CPU tensors runs the per-parameter "
-        "loop. The `+ fused AdamW` row is `fine_tune` with `torch.optim.AdamW` patched to `fused=True` "
-        "for that call only (a bench-only patch, not a library option), to show what that choice costs.",
+        "includes padding. Both use fused AdamW (the Trainer's default `optim=\"adamw_torch_fused\"`; "
+        "`fine_tune` asks for `fused=True` and falls back to the plain loop where torch has no fused kernel).",
     ]
     return [table]
 

@@ -133,8 +133,12 @@ class _Trainer:
         total = int(math.ceil(config.epochs * self.steps_per_epoch))
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
         params = list(self.encoder.parameters()) + list(self.head.parameters())
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
-                                           eps=config.adam_epsilon, weight_decay=config.weight_decay)
+        adam = dict(lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
+                    weight_decay=config.weight_decay)
+        try:  # the fused kernel (the HF Trainer's default): one pass over all parameters per step
+            self.optimizer = torch.optim.AdamW(params, fused=True, **adam)
+        except (RuntimeError, TypeError, ValueError):  # a torch or device without it
+            self.optimizer = torch.optim.AdamW(params, **adam)
         # linear decay to 0 at the last step (max_steps, when given, sets the horizon as in HF Trainer)
         end = self.total_steps
         warm, span = config.warmup_steps, max(1, end - config.warmup_steps)
