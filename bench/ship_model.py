@@ -71,13 +71,18 @@ def unpack(src: Path, out: Path) -> Path:
     import torch
     from safetensors.torch import load, save_file
 
-    parts = sorted(Path(src).glob("model.tar.part*"))
+    parts = sorted((p for p in Path(src).glob("model.tar.part*") if p.name[len("model.tar.part"):].isdigit()),
+                   key=lambda p: int(p.name[len("model.tar.part"):]))  # numerically: part100 after part99
     if not parts:
         raise SystemExit(f"{src}: no model.tar.partNN files; pack a folder first")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in parts)), mode="r") as tar:
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in parts)), mode="r")
         members = {m.name: m for m in tar.getmembers()}
+    except (tarfile.TarError, EOFError) as exc:
+        raise SystemExit(f"{src}: the parts are incomplete or damaged ({exc}); copy every model.tar.partNN again")
+    with tar:
         if MANIFEST not in members:
             raise SystemExit(f"{src}: the tar holds no {MANIFEST}; its parts are incomplete or not from pack")
         manifest = json.loads(tar.extractfile(members[MANIFEST]).read())["fp16"]

@@ -138,3 +138,15 @@ def test_run_folder_resolves_to_its_encoder(tmp_path):
     (run / "tweetheads_run.json").write_text("{}")
     source = resolve_model(str(run))
     assert source.kind == "run" and source.path == run / "encoder"
+
+
+def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(monkeypatch):
+    import embed.encoder as encoder
+
+    monkeypatch.setattr(encoder, "cpu_has_bf16", lambda: True)
+    assert encoder.pick_precision("auto", "cpu") == "bf16" and encoder.pick_precision("auto", "cuda") == "fp16"
+    monkeypatch.setattr(encoder, "cpu_has_bf16", lambda: False)
+    assert encoder.pick_precision("auto", "cpu") == "fp32"  # the clean fallback on older processors
+    assert encoder.pick_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ModelError, match="precision must be one of"):
+        encoder.pick_precision("int4", "cpu")

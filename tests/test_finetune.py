@@ -136,3 +136,31 @@ def test_precision_choice(tmp_path, minilm_path):
     from embed.models import RUN_MARKER
 
     assert json.loads((tmp_path / "run" / RUN_MARKER).read_text())["config"]["precision"] == "bf16"
+
+
+def test_run_shipped_through_fp16_parts_loads_and_predicts_alike(trained, tmp_path):
+    """bench/ship_model.py: a run folder split into small parts and restored loads, checksummed anew."""
+    from bench.ship_model import pack, unpack
+    from embed.encoder import Embedder
+    from embed.models import RUN_MARKER
+    from embed.runs import verify_run
+
+    tmp, _ = trained
+    parts = pack(tmp / "run", tmp_path / "parts", part_mib=0.25)  # over 100 parts: part100 sorts after part99
+    assert len(parts) > 100 and all(p.stat().st_size <= 2**18 for p in parts)
+    restored = unpack(tmp_path / "parts", tmp_path / "restored")
+    info = json.loads((restored / RUN_MARKER).read_text())
+    assert info["weights_roundtrip"] == "fp16"
+    verify_run(restored)  # the checksums describe the restored files
+    assert not (restored / "checkpoint").exists()  # optimizer state does not travel
+    texts = ["Loved the debate tonight", "What a waste of time", "@user watching from home http"]
+    before, _ = Embedder(str(tmp / "run"), max_length=48, cache_dir=None).embed(texts)
+    after, _ = Embedder(str(restored), max_length=48, cache_dir=None).embed(texts)
+    assert after.dtype == np.float32
+    cosine = (before * after).sum(1) / np.linalg.norm(before, axis=1) / np.linalg.norm(after, axis=1)
+    assert cosine.min() > 0.9999 and not np.array_equal(before, after)  # rounded, not lost
+    np.testing.assert_array_equal(EndToEndClassifier(tmp / "run").predict(before),
+                                  EndToEndClassifier(restored).predict(after))
+    (tmp_path / "parts" / parts[-1].name).unlink()  # a missing last part is refused, not half-read
+    with pytest.raises(SystemExit, match="incomplete"):
+        unpack(tmp_path / "parts", tmp_path / "again")
