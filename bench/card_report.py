@@ -47,10 +47,12 @@ def run(quick: bool = False) -> list[Table]:
     card_run = _load(RESULTS / "gpu-h100" / "card-metrics.json")
     fast_run = _load(RESULTS / "gop-minilm-2ep" / "metrics.json")
     fast_report = _load(RESULTS / "gop-minilm-2ep" / "results.json")
+    cpu_run = _load(RESULTS / "card-cpu" / "metrics.json")  # the same recipe on this CPU, where one ran
     ours = {int(round(r["epoch"])): r for r in (card_run or {}).get("history", [])}
+    cpu = {int(round(r["epoch"])): r for r in (cpu_run or {}).get("history", [])}
     fast = {int(round(r["epoch"])): r for r in (fast_run or {}).get("history", [])}
     card = {row[0]: row for row in CARD_ROWS}
-    epochs = sorted(set(card) | set(ours) | set(fast))
+    epochs = sorted(set(card) | set(ours) | set(fast) | set(cpu))
     table = Table(
         title="Per epoch: the reference card (tas-b, its split) against `finetune` with its defaults (MiniLM, our split)",
         compared=(f"Card: [{CARD_URL.split('/')[-1]}]({CARD_URL}), msmarco-distilbert-base-tas-b (66M parameters, "
@@ -60,14 +62,23 @@ def run(quick: bool = False) -> list[Table]:
                   "parameters, 384-d) on `cli.py split` of the GOP tweets (11,096 / 2,775 rows), run on a lent "
                   "H100 by `bench/gpu_session.sh`. Faster recipe: the same command with `--lr 2e-5 --epochs 2` "
                   "on this CPU."),
-        columns=["epoch", "step", "card train loss", "card val loss", "card accuracy", "ours train loss",
-                 "ours val loss", "ours accuracy", "faster recipe accuracy"])
+        columns=["epoch", "step", "card train loss", "card val loss", "card accuracy", "ours (H100) train loss",
+                 "ours (H100) val loss", "ours (H100) accuracy"] + (["ours (this CPU) accuracy"] if cpu else [])
+                + ["faster recipe accuracy"])
     for e in epochs:
-        c, o, f = card.get(e), ours.get(e), fast.get(e)
-        table.add(e, c[1] if c else (o or f)["step"],
-                  _fmt(c[2]) if c else "-", _fmt(c[3]) if c else "-", _fmt(c[4]) if c else "-",
-                  _fmt(o["training_loss"]) if o else "-", _fmt(o["validation_loss"]) if o else "-",
-                  _fmt(o["accuracy"]) if o else "-", _fmt(f["accuracy"]) if f else "-")
+        c, o, f, u = card.get(e), ours.get(e), fast.get(e), cpu.get(e)
+        cells = [e, c[1] if c else (o or u or f)["step"],
+                 _fmt(c[2]) if c else "-", _fmt(c[3]) if c else "-", _fmt(c[4]) if c else "-",
+                 _fmt(o["training_loss"]) if o else "-", _fmt(o["validation_loss"]) if o else "-",
+                 _fmt(o["accuracy"]) if o else "-"]
+        cells += [_fmt(u["accuracy"]) if u else "-"] if cpu else []
+        table.add(*cells, _fmt(f["accuracy"]) if f else "-")
+    if cpu_run:
+        table.notes.append(
+            f"Ours on this CPU: the same command with `--device cpu`, started after the GPU run, stopped by hand "
+            f"(Ctrl-C, checkpoint kept) at step {cpu_run['steps']:,} of {cpu_run['total_steps']:,} when the session "
+            f"ended; {cpu_run['examples_per_second']:.1f} examples/s with other jobs on the cores. Continue it with "
+            "the same command plus `--resume` (`bench/results/card-cpu/README.md`).")
     if card_run:
         done, total = card_run["steps"], card_run["total_steps"]
         seconds, eps = card_run["train_seconds"], card_run["examples_per_second"]
@@ -100,13 +111,13 @@ def run(quick: bool = False) -> list[Table]:
             f"minutes inside training steps on this CPU ({fast_run['examples_per_second']:.1f} examples/s, "
             "with other jobs on the cores): 2 epochs reach more than the card's 20-epoch 0.7146 (another model "
             "and another split, so the comparison is loose).")
-    plot = _plot(card, ours, fast)
+    plot = _plot(card, ours, fast, cpu)
     if plot:
         table.notes.append(f"Learning curves: `{plot.relative_to(common.REPO)}`.")
     return [table]
 
 
-def _plot(card, ours, fast):
+def _plot(card, ours, fast, cpu=None):
     try:
         import matplotlib
 
@@ -119,6 +130,7 @@ def _plot(card, ours, fast):
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
     series = [("card: tas-b, lr 1e-6", {e: (r[4], r[3]) for e, r in card.items()}, "o-"),
               ("ours: MiniLM, lr 1e-6 (H100)", {e: (r["accuracy"], r["validation_loss"]) for e, r in ours.items()}, "s-"),
+              ("ours: MiniLM, lr 1e-6 (this CPU)", {e: (r["accuracy"], r["validation_loss"]) for e, r in (cpu or {}).items()}, "x--"),
               ("ours: MiniLM, lr 2e-5 (CPU)", {e: (r["accuracy"], r["validation_loss"]) for e, r in fast.items()}, "^-")]
     for label, points, style in series:
         if points:

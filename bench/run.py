@@ -1,6 +1,6 @@
 """Run the benchmarks and rewrite their tables in BENCHMARKS.md.
 
-    python bench/run.py                      # everything, ~35 minutes on a 2-core CPU
+    python bench/run.py                      # everything, ~25 minutes on a 2-core CPU
     python bench/run.py --quick              # smaller sizes, a few minutes: smoke test
     python bench/run.py --only embed_speed   # one benchmark (repeatable; "embed" works too)
 
@@ -48,7 +48,7 @@ TEMPLATE = """# Benchmarks
 Every number here was measured by `python bench/run.py` (or by the command named in its section)
 on the machine in the header. The machine is shared with other jobs, so absolute times move from
 run to run; each comparison was timed side by side in one process (variants in rotating order)
-and the ratios are what to read. Regenerate with `python bench/run.py` (about 35 minutes on
+and the ratios are what to read. Regenerate with `python bench/run.py` (about 25 minutes on
 2 cores; `--quick` for a smoke test, `--only NAME` for one section).
 
 <!-- bench:header:start -->
