@@ -75,10 +75,12 @@ def run(quick: bool = False) -> list[Table]:
         table.add(*cells, _fmt(f["accuracy"]) if f else "-")
     if cpu_run:
         table.notes.append(
-            f"Ours on this CPU: the same command with `--device cpu`, started after the GPU run, stopped by hand "
-            f"(Ctrl-C, checkpoint kept) at step {cpu_run['steps']:,} of {cpu_run['total_steps']:,} when the session "
-            f"ended; {cpu_run['examples_per_second']:.1f} examples/s with other jobs on the cores. Continue it with "
-            "the same command plus `--resume` (`bench/results/card-cpu/README.md`).")
+            f"Ours on this CPU: the same command with `--device cpu` on this machine, started after the GPU run and "
+            f"stopped at step {cpu_run['steps']:,} of {20 * cpu_run['steps_per_epoch']:,}, just after epoch "
+            f"{len(cpu_run['history'])}, to fit the heads before the session ended (about 40 examples/s once it had "
+            "the cores to itself: 4.6 minutes per epoch, evaluation included; the whole 20 epochs take about 1.5 "
+            "hours here). How it was stopped, and how to continue it from its checkpoint with `--resume`: "
+            "`bench/results/card-cpu/README.md`.")
     if card_run:
         done, total = card_run["steps"], card_run["total_steps"]
         seconds, eps = card_run["train_seconds"], card_run["examples_per_second"]
@@ -86,8 +88,7 @@ def run(quick: bool = False) -> list[Table]:
             f"Our card-recipe run stopped at step {done:,} of {total:,} (epoch {done / card_run['steps_per_epoch']:.1f} "
             f"of 20): the session's 15 minutes of GPU time ran out. It trained at {eps:.0f} examples/s on the "
             f"H100 ({seconds:.0f} s inside training steps), so the full 20 epochs need about "
-            f"{total * 8 / eps / 60:.0f} minutes there; on this 2-core CPU, at the 26.6 examples/s "
-            f"`../shared/MODELS.md` measured, about {total * 8 / 26.6 / 3600:.1f} hours. A second call to finish it "
+            f"{total * 8 / eps / 60:.0f} minutes there. A second call to finish it "
             "lost the checkpoint (the device tool replaces the carried folder it lived in; "
             "`bench/gpu_session.sh` now keeps runs outside it). The heads were therefore not fitted on this run.")
         at9 = ours.get(9)
@@ -97,6 +98,12 @@ def run(quick: bool = False) -> list[Table]:
                 f"the card's tas-b at {card[9][4]:.4f} ({card[9][3]:.4f}). At lr 1e-6 MiniLM moves more slowly "
                 "than tas-b: it stays at the majority-class rate (0.6205) for two epochs, and its "
                 "validation loss is still falling at epoch 9.")
+    cpu_report = _load(RESULTS / "card-cpu" / "results.json")
+    if cpu_run and cpu_report:
+        table.notes.append(
+            f"Heads on the CPU card-recipe run's cached CLS embeddings, fitted when it was stopped (after epoch "
+            f"{len(cpu_run['history'])}, step {cpu_run['steps']:,}), `python cli.py compare` (all / novel rows): "
+            f"{_methods_line(cpu_report)}. Report: `bench/results/card-cpu/report.md`.")
     if fast_run and fast_report:
         by_name = {m["name"]: m for m in fast_report["methods"]}
         heads = [m for m in fast_report["methods"] if m["kind"] == "head"]
@@ -115,6 +122,16 @@ def run(quick: bool = False) -> list[Table]:
     if plot:
         table.notes.append(f"Learning curves: `{plot.relative_to(common.REPO)}`.")
     return [table]
+
+
+def _methods_line(report: dict) -> str:
+    """``end-to-end a / n, logistic a / n, ...`` from a ``compare`` results.json."""
+    parts = []
+    for m in report["methods"]:
+        if m["kind"] in ("e2e", "head"):
+            name = "end-to-end" if m["kind"] == "e2e" else m["name"].split(" ")[0]
+            parts.append(f"{name} {m['all']['accuracy']:.4f} / {m['novel']['accuracy']:.4f}")
+    return ", ".join(parts)
 
 
 def _plot(card, ours, fast, cpu=None):

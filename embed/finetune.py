@@ -190,7 +190,9 @@ class _Trainer:
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                     "scaler": self.scaler.state_dict(), "rng": self.rng_state}, tmp / "state.pt")
         (tmp / "progress.json").write_text(json.dumps({"step": self.step, "history": self.history,
-                                                       "epoch_losses": self.epoch_losses}))
+                                                       "epoch_losses": self.epoch_losses,
+                                                       "examples": self.examples,
+                                                       "train_seconds": self.train_seconds}))
         old = self.run_dir / "checkpoint.old"
         if final.exists():
             os.replace(final, old)
@@ -218,6 +220,8 @@ class _Trainer:
         torch.set_rng_state(state["rng"])
         progress = json.loads((folder / "progress.json").read_text())
         self.step, self.history, self.epoch_losses = progress["step"], progress["history"], progress["epoch_losses"]
+        # timing so far (absent in checkpoints written before it was recorded)
+        self.examples, self.train_seconds = progress.get("examples", 0), progress.get("train_seconds", 0.0)
 
     # -- the loop ----------------------------------------------------------------------------------
     def train(self) -> None:

@@ -82,7 +82,8 @@ def test_interrupt_then_resume_matches_uninterrupted(trained, monkeypatch):
     config = FinetuneConfig(**QUICK)
     with pytest.raises(Interrupted, match="--resume"):
         fine_tune(tmp / "train.csv", tmp / "run2", config, eval_path=tmp / "eval.csv", cache_dir=tmp / "cache")
-    assert json.loads((tmp / "run2" / "metrics.json").read_text())["interrupted"] is True
+    before = json.loads((tmp / "run2" / "metrics.json").read_text())
+    assert before["interrupted"] is True and before["train_seconds"] > 0
     monkeypatch.setattr(ClassifierHead, "forward", original)
     with pytest.raises(TweetheadsError, match="pass --resume"):
         fine_tune(tmp / "train.csv", tmp / "run2", config, eval_path=tmp / "eval.csv", cache_dir=tmp / "cache")
@@ -92,6 +93,8 @@ def test_interrupt_then_resume_matches_uninterrupted(trained, monkeypatch):
     for key in a:
         np.testing.assert_allclose(a[key], b[key], atol=1e-6)
     assert resumed["history"][-1]["accuracy"] == pytest.approx(trained[1]["history"][-1]["accuracy"])
+    # the time spent before the interruption is carried over, not lost
+    assert resumed["train_seconds"] > before["train_seconds"] and resumed["examples_per_second"] > 0
 
 
 def test_unseen_eval_label_is_refused_before_training(tmp_path, minilm_path):
