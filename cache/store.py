@@ -191,10 +191,6 @@ class EmbeddingStore:
                 if not inside.all():  # rows past the shard's end (a truncated file)
                     valid[where[~inside]] = False
                     where, dest, sel = where[inside], dest[inside], sel[inside]
-                if 4 * len(sel) >= arr.shape[0]:
-                    # a large share of the shard: one sequential read beats a page fault per row of the map
-                    arr = np.fromfile(self.path / "shards" / shard, dtype=np.float32,
-                                      count=arr.shape[0] * self.dim).reshape(-1, self.dim)
                 if len(dest) == len(keys):  # every output row from this shard: gather straight into out
                     np.take(arr, sel, axis=0, out=out)
                     block = out
