@@ -187,12 +187,8 @@ def main() -> None:
     lines = ["| rows | input MiB | output | seconds | rows/s | peak RSS MiB |", "|---:|---:|---|---:|---:|---:|"]
     for rows in args.rows:
         source = write_csv(args.workdir / f"tweets-{rows}.csv", rows, texts, args.seed + rows)
-        output = args.workdir / f"scored-{rows}.{args.format}"
-        spec = {"model": args.model, "cache": str(args.workdir / "cache"), "head": str(head),
-                "input": str(source), "output": str(output)}
-        done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=REPO, check=True,
-                              capture_output=True, text=True)
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result = _score_in_child(args.model, args.workdir / "cache", head, source,
+                                 args.workdir / f"scored-{rows}.{args.format}")
         lines.append(f"| {rows:,} | {source.stat().st_size / 2**20:,.1f} | {args.format} | {result['seconds']:,.1f} "
                      f"| {result['rows_per_s']:,.0f} | {result['peak_rss_mib']:,.0f} |")
         print(lines[-1], file=sys.stderr)

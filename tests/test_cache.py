@@ -66,13 +66,18 @@ def test_wrong_shape_and_dim_mismatch_are_refused(tmp_path):
         EmbeddingStore(tmp_path, "a" * 64, 32)
 
 
-def test_damaged_rows_are_dropped_and_reported(tmp_path):
-    store = EmbeddingStore(tmp_path, "d" * 64, DIM)
-    texts = [f"t{i}" for i in range(20)]
+def _closed_store(root: Path, fingerprint: str, n: int) -> tuple[list[str], list[bytes], Path]:
+    """Texts t0..t{n-1} written with their ``vector_for`` rows; returns texts, keys and the shard file."""
+    store = EmbeddingStore(root, fingerprint, DIM)
+    texts = [f"t{i}" for i in range(n)]
     keys = [text_key(store.fingerprint, t) for t in texts]
     store.put_many(keys, np.stack([vector_for(t) for t in texts]))
     store.close()
-    shard = next((tmp_path / ("d" * 20) / "shards").glob("*.f32"))
+    return texts, keys, next((root / fingerprint[:20] / "shards").glob("*.f32"))
+
+
+def test_damaged_rows_are_dropped_and_reported(tmp_path):
+    texts, keys, shard = _closed_store(tmp_path, "d" * 64, 20)
     data = bytearray(shard.read_bytes())
     data[5 * DIM * 4 + 3] ^= 0xFF  # flip a byte in row 5
     shard.write_bytes(bytes(data[: 18 * DIM * 4]))  # and lose the last two rows
@@ -87,12 +92,7 @@ def test_damaged_rows_are_dropped_and_reported(tmp_path):
 @pytest.mark.parametrize("asked", ["few", "most"])
 def test_both_index_lookups_agree_on_hits_misses_repeats_and_damage(tmp_path, asked):
     """A few keys go through ``key IN (...)``; most of the store goes through one index scan."""
-    store = EmbeddingStore(tmp_path, "e" * 64, DIM)
-    texts = [f"t{i}" for i in range(60)]
-    keys = [text_key(store.fingerprint, t) for t in texts]
-    store.put_many(keys, np.stack([vector_for(t) for t in texts]))
-    store.close()
-    shard = next((tmp_path / ("e" * 20) / "shards").glob("*.f32"))
+    texts, keys, shard = _closed_store(tmp_path, "e" * 64, 60)
     data = bytearray(shard.read_bytes())
     data[7 * DIM * 4] ^= 0x01  # one flipped bit in row 7
     shard.write_bytes(bytes(data))
