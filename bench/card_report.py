@@ -74,13 +74,7 @@ def run(quick: bool = False) -> list[Table]:
         cells += [_fmt(u["accuracy"]) if u else "-"] if cpu else []
         table.add(*cells, _fmt(f["accuracy"]) if f else "-")
     if cpu_run:
-        table.notes.append(
-            f"Ours on this CPU: the same command with `--device cpu` on this machine, started after the GPU run and "
-            f"stopped at step {cpu_run['steps']:,} of {20 * cpu_run['steps_per_epoch']:,}, just after epoch "
-            f"{len(cpu_run['history'])}, to fit the heads before the session ended (about 40 examples/s once it had "
-            "the cores to itself: 4.6 minutes per epoch, evaluation included; the whole 20 epochs take about 1.5 "
-            "hours here). How it was stopped, and how to continue it from its checkpoint with `--resume`: "
-            "`bench/results/card-cpu/README.md`.")
+        table.notes.append(_cpu_note(cpu_run, card))
     if card_run:
         done, total = card_run["steps"], card_run["total_steps"]
         seconds, eps = card_run["train_seconds"], card_run["examples_per_second"]
@@ -101,9 +95,12 @@ def run(quick: bool = False) -> list[Table]:
     cpu_report = _load(RESULTS / "card-cpu" / "results.json")
     if cpu_run and cpu_report:
         table.notes.append(
-            f"Heads on the CPU card-recipe run's cached CLS embeddings, fitted when it was stopped (after epoch "
+            f"Heads on the CPU card-recipe run's cached CLS embeddings, fitted on its final weights (after epoch "
             f"{len(cpu_run['history'])}, step {cpu_run['steps']:,}), `python cli.py compare` (all / novel rows): "
-            f"{_methods_line(cpu_report)}. Report: `bench/results/card-cpu/report.md`.")
+            f"{_methods_line(cpu_report)}. McNemar p against end-to-end on all rows: {_mcnemar_line(cpu_report)}; "
+            "macro-F1: " + ", ".join(f"{_short(m)} {m['all']['macro_f1']:.4f}" for m in cpu_report["methods"]
+                                     if m["kind"] in ("e2e", "head"))
+            + ". Report: `bench/results/card-cpu/report.md`.")
     if fast_run and fast_report:
         by_name = {m["name"]: m for m in fast_report["methods"]}
         heads = [m for m in fast_report["methods"] if m["kind"] == "head"]
@@ -122,6 +119,38 @@ def run(quick: bool = False) -> list[Table]:
     if plot:
         table.notes.append(f"Learning curves: `{plot.relative_to(common.REPO)}`.")
     return [table]
+
+
+def _cpu_note(cpu_run: dict, card: dict) -> str:
+    """What the CPU card-recipe run did, from its metrics.json: all 20 epochs, or where it stopped."""
+    epochs, full = len(cpu_run["history"]), 20 * cpu_run["steps_per_epoch"]
+    final = cpu_run["history"][-1]
+    where = (f"ran all 20 epochs ({cpu_run['steps']:,} steps) and ended at {final['accuracy']:.4f} "
+             f"(validation loss {final['validation_loss']:.4f}), where the card ends at {card[20][4]:.4f} "
+             f"({card[20][3]:.4f})" if cpu_run["steps"] >= full else
+             f"stopped at step {cpu_run['steps']:,} of {full:,}, just after epoch {epochs} "
+             f"({final['accuracy']:.4f})")
+    eps = cpu_run.get("examples_per_second")
+    speed = (f"{eps:.1f} examples/s inside training steps ({cpu_run['train_seconds'] / 60:.0f} timed minutes; a "
+             "checkpoint written before timing was kept across `--resume` counts only the steps after it)" if eps
+             else "about 40 examples/s")
+    best = max(cpu_run["history"], key=lambda r: r["accuracy"])
+    return (f"Ours on this CPU: the same command with `--device cpu` on this machine {where}; its best epoch is "
+            f"{int(round(best['epoch']))} ({best['accuracy']:.4f}). It trained at {speed} with the cores to "
+            "itself (4.6 minutes per epoch, evaluation included). "
+            + ("Epochs 1 to 10 ran in one go and were stopped at step 14,000; the rest continued from that "
+               "checkpoint with `--resume`. " if cpu_run["steps"] > 14000 else "")
+            + "How: `bench/results/card-cpu/README.md`.")
+
+
+def _short(m: dict) -> str:
+    return "end-to-end" if m["kind"] == "e2e" else m["name"].split(" ")[0]
+
+
+def _mcnemar_line(report: dict) -> str:
+    """``logistic 0.101, ...``: each head's McNemar p against the end-to-end model, all rows."""
+    return ", ".join(f"{_short(m)} {m['all']['mcnemar_p_vs_e2e']:.3f}" for m in report["methods"]
+                     if m["kind"] == "head" and m["all"].get("mcnemar_p_vs_e2e") is not None)
 
 
 def _methods_line(report: dict) -> str:
