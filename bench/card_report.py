@@ -60,7 +60,8 @@ def run(quick: bool = False) -> list[Table]:
                   "--model minilm --precision fp32` with every other value the default (lr 1e-6, batch 8, 20 "
                   "epochs, seed 42, Adam betas (0.9, 0.999), eps 1e-8, linear schedule), MiniLM-L6 (22.7M "
                   "parameters, 384-d) on `cli.py split` of the GOP tweets (11,096 / 2,775 rows), run on a lent "
-                  "H100 by `bench/gpu_session.sh`. Faster recipe: the same command with `--lr 2e-5 --epochs 2` "
+                  "H100 by `bench/gpu_session.sh` (9 epochs) and on this CPU with `--device cpu` (20 epochs). "
+                  "Faster recipe: the same command with `--lr 2e-5 --epochs 2` "
                   "on this CPU."),
         columns=["epoch", "step", "card train loss", "card val loss", "card accuracy", "ours (H100) train loss",
                  "ours (H100) val loss", "ours (H100) accuracy"]
