@@ -79,6 +79,9 @@ class EmbeddingStore:
         self._maps: dict[str, np.ndarray] = {}
         self.dropped = 0  # damaged rows found on read since this object was made
         self._chunk = _CHUNK  # lowered to 500 on an SQLite with the old 999-variable limit
+        # len(self) without a COUNT(*) scan per call: (data_version, rows) as last counted, kept exact by
+        # this connection's own writes; data_version changes when another connection commits
+        self._count: tuple[int, int] | None = None
         try:
             (self.path / "shards").mkdir(parents=True, exist_ok=True)
             meta_path = self.path / "store.json"
@@ -114,9 +117,17 @@ class EmbeddingStore:
     # -- reading -------------------------------------------------------------------------------
     def __len__(self) -> int:
         try:
-            return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if self._count is None or self._count[0] != version:
+                self._count = (version, self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
         except sqlite3.Error as exc:
             raise self._damaged(exc) from exc
+        return self._count[1]
+
+    def _counted(self, change: int) -> None:
+        """Keep ``len(self)`` exact after this connection added (+) or deleted (-) ``change`` rows."""
+        if self._count is not None:
+            self._count = (self._count[0], self._count[1] + change)
 
     def _shard(self, name: str) -> np.ndarray | None:
         arr = self._maps.get(name)
@@ -136,7 +147,7 @@ class EmbeddingStore:
         ``key IN (...)`` lookups (2 to 4 us a key); rows for keys nobody asked for are skipped.
         """
         unique = list(position)
-        if len(unique) * 3 >= self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]:
+        if len(unique) * 3 >= len(self):
             yield from [row for row in self._db.execute("SELECT key, shard, row, crc FROM vectors").fetchall()
                         if row[0] in position]
             return
@@ -217,7 +228,10 @@ class EmbeddingStore:
     def _delete(self, keys: list[bytes]) -> None:
         try:
             with self._transaction():
+                before = self._db.total_changes
                 self._db.executemany("DELETE FROM vectors WHERE key = ?", [(k,) for k in keys])
+                removed = self._db.total_changes - before
+            self._counted(-removed)
         except sqlite3.Error as exc:
             raise self._damaged(exc) from exc
 
@@ -265,6 +279,7 @@ class EmbeddingStore:
         except sqlite3.Error as exc:
             raise CacheError(f"cannot commit to cache index {self.path / 'index.sqlite'} ({exc}); "
                              "vectors committed earlier are kept") from exc
+        self._counted(added)
         return added
 
     def close(self) -> None:

@@ -112,6 +112,24 @@ def test_both_index_lookups_agree_on_hits_misses_repeats_and_damage(tmp_path, as
     assert again.dropped == 1 and len(again) == 59
 
 
+def test_len_stays_exact_across_own_and_other_writers(tmp_path):
+    """``len`` (and get_many's choice of lookup) counts once, then follows this object's writes and
+    recounts when another connection has committed."""
+    a = EmbeddingStore(tmp_path, "c" * 64, DIM)
+    b = EmbeddingStore(tmp_path, "c" * 64, DIM)
+    texts = [f"n{i}" for i in range(30)]
+    keys = [text_key(a.fingerprint, t) for t in texts]
+    vectors = np.stack([vector_for(t) for t in texts])
+    assert len(a) == 0
+    assert a.put_many(keys[:10], vectors[:10]) == 10 and len(a) == 10
+    assert a.put_many(keys[:12], vectors[:12]) == 2 and len(a) == 12  # only the new rows count
+    assert b.put_many(keys[5:25], vectors[5:25]) == 13
+    assert len(a) == 25 and len(b) == 25
+    found, _ = a.get_many(keys)
+    assert found.sum() == 25
+    a.close(), b.close()
+
+
 def test_failing_writer_keeps_earlier_vectors(tmp_path, monkeypatch):
     store = EmbeddingStore(tmp_path, "e" * 64, DIM)
     first = [text_key(store.fingerprint, "a")]
