@@ -105,10 +105,8 @@ def run(quick: bool = False) -> list[Table]:
             + ". Report: `bench/results/card-cpu/report.md`.")
     if fast_run and fast_report:
         by_name = {m["name"]: m for m in fast_report["methods"]}
-        heads = [m for m in fast_report["methods"] if m["kind"] == "head"]
         e2e = next(m for m in fast_report["methods"] if m["kind"] == "e2e")
-        parts = ", ".join(f"{m['name'].split(' ')[0]} {m['all']['accuracy']:.4f} / {m['novel']['accuracy']:.4f}"
-                          for m in heads)
+        parts = _methods_line(fast_report, kinds=("head",))
         table.notes.append(
             f"Faster recipe, final epoch: end-to-end {e2e['all']['accuracy']:.4f} on all {fast_report['rows']:,} "
             f"eval rows / {e2e['novel']['accuracy']:.4f} on the {fast_report['novel_rows']:,} novel rows (text not "
@@ -200,14 +198,10 @@ def _mcnemar_line(report: dict) -> str:
                      if m["kind"] == "head" and m["all"].get("mcnemar_p_vs_e2e") is not None)
 
 
-def _methods_line(report: dict) -> str:
-    """``end-to-end a / n, logistic a / n, ...`` from a ``compare`` results.json."""
-    parts = []
-    for m in report["methods"]:
-        if m["kind"] in ("e2e", "head"):
-            name = "end-to-end" if m["kind"] == "e2e" else m["name"].split(" ")[0]
-            parts.append(f"{name} {m['all']['accuracy']:.4f} / {m['novel']['accuracy']:.4f}")
-    return ", ".join(parts)
+def _methods_line(report: dict, kinds=("e2e", "head")) -> str:
+    """``end-to-end a / n, logistic a / n, ...`` (all / novel rows) from a ``compare`` results.json."""
+    return ", ".join(f"{_short(m)} {m['all']['accuracy']:.4f} / {m['novel']['accuracy']:.4f}"
+                     for m in report["methods"] if m["kind"] in kinds)
 
 
 def _plot(card, ours, fast, cpu=None):

@@ -19,6 +19,7 @@ Not a test: the 1M case takes minutes on a small CPU.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import random
@@ -56,8 +57,6 @@ def synthetic_texts(n_unique: int, seed: int) -> list[tuple[str, str]]:
 
 
 def write_csv(path: Path, rows: int, texts: list[tuple[str, str]], seed: int) -> Path:
-    import csv
-
     rng = random.Random(seed)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -140,7 +139,9 @@ def run(quick: bool = False):
         for rows in sizes:
             source = write_csv(workdir / f"tweets-{rows}.csv", rows, texts, seed + rows)
             with open(source, newline="") as handle:
-                distinct = len({row[1] for row in list(__import__("csv").reader(handle))[1:]})
+                reader = csv.reader(handle)
+                next(reader)  # the header
+                distinct = len({row[1] for row in reader})
             cold = _score_in_child(model, workdir / f"cold-{rows}", head, source, workdir / f"cold-{rows}.csv")
             warm = _score_in_child(model, workdir / "cache", head, source, workdir / f"warm-{rows}.csv")
             mib = source.stat().st_size / 2**20

@@ -82,10 +82,11 @@ def measure(unique: int, n_rows: int) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run(quick: bool = False):
+def run(quick: bool = False, unique: int | None = None, n_rows: int | None = None):
     from common import Table, ratio
 
-    unique, n_rows = (500, 20_000) if quick else (2_000, 100_000)
+    unique = unique or (500 if quick else 2_000)
+    n_rows = n_rows or (20_000 if quick else 100_000)
     m = measure(unique, n_rows)
     encode_s, n = m["encode_s"], m["texts"]
     table = Table(
@@ -109,20 +110,12 @@ def run(quick: bool = False):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--unique", type=int, default=2000)
-    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--unique", type=int, default=None, help="distinct GOP tweets [2000; 500 with --quick]")
+    parser.add_argument("--rows", type=int, default=None, help="rows of the big file [100000; 20000 with --quick]")
     parser.add_argument("--quick", action="store_true", help="500 texts, 20,000 rows")
     args = parser.parse_args()
-    if args.quick:
-        args.unique, args.rows = 500, 20_000
-    m = measure(args.unique, args.rows)
-    encode_s, n = m["encode_s"], m["texts"]
-    print("| run | rows | seconds | rows/s |\n|---|---:|---:|---:|")
-    print(f"| SentenceTransformer.encode(), batch 64 | {n:,} | {encode_s:.1f} | {n / encode_s:,.0f} |")
-    for label, rows, seconds, rate in m["runs"]:
-        print(f"| {label} | {rows:,} | {seconds:.1f} | {rate:,.0f} |")
-    print(f"\noverhead of `score` (cold cache) over bare encode() on the same {n:,} texts: "
-          f"{m['runs'][0][2] / encode_s - 1:+.1%}")
+    for table in run(args.quick, args.unique, args.rows):
+        print(table.markdown())
 
 
 if __name__ == "__main__":
