@@ -11,9 +11,11 @@ from pathlib import Path
 import click
 
 from cache import CacheError, clear_store, default_cache_dir, list_stores
+from embed.encoder import POOLINGS
 from embed.errors import TweetheadsError
 from embed.finetune import FinetuneConfig
 from embed.models import PRECISIONS
+from scoring.score import ENGINES, ScoreConfig
 
 _FT = FinetuneConfig()  # the reference card's recipe: every CLI default comes from here
 
@@ -66,7 +68,7 @@ def _embed_options(f):
     f = click.option("--batch-size", type=int, default=64, show_default=True)(f)
     f = click.option("--max-length", type=int, default=None,
                      help="Max tokens per text [default: the model's own max_seq_length].")(f)
-    f = click.option("--pooling", type=click.Choice(["cls", "mean"]), default="cls", show_default=True,
+    f = click.option("--pooling", type=click.Choice(POOLINGS), default="cls", show_default=True,
                      help="CLS token (the target model's pooling) or mean of tokens.")(f)
     return f
 
@@ -135,6 +137,8 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
               show_default=True, help="Training precision: auto = bf16 autocast on a GPU (fp16 where bf16 is "
               "missing), fp32 on the CPU. The reference card trained in fp32.")
 @click.option("--save-every", type=int, default=_FT.save_every, help="Checkpoint every N steps (and every epoch).")
+@click.option("--log-every", type=click.IntRange(min=1), default=_FT.log_every,
+              help="Record the training loss every N steps in metrics.json [default: about 50 points per run].")
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoint.")
 @cache_dir_option
 def finetune(train_path, eval_path, run_dir, resume, cache_dir, **options):
@@ -301,34 +305,40 @@ def cache_clear(store, cache_dir):
 @text_col_option
 @click.option("--keep-cols", default=None,
               help="Comma-separated input columns to write, in this order [default: all, in input order].")
-@click.option("--prefix", default="",
-              help="Prefix for the added columns (e.g. pred_ when the input already has a label column).")
+@click.option("--prefix", default=ScoreConfig.prefix,
+              help="Prefix for the added columns: pred_label, pred_proba_<class>, pred_model, pred_head "
+                   "('' gives label, proba_<class>, ...).")
+@click.option("--label-col", default=None,
+              help="Gold label column: the summary adds accuracy and macro-F1 against it [default: the column "
+                   "the head or run was trained on, when the inputs have it].")
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Rejected rows (file,line,reason,raw) [default: OUT's name ending .rejects.csv].")
 @click.option("--chunk-rows", type=int, default=4096, help="Records per chunk (the unit of resume).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+@click.option("--engine", type=click.Choice(ENGINES), default=ScoreConfig.engine,
               help="ray: Ray Data actors embed and classify (needs tweetheads[ray]); resume is for local.")
 @click.option("--ray-address", default=None, help="Join this Ray cluster [default: start a local Ray].")
 @click.option("--concurrency", type=int, default=1, help="Ray actors, one model copy (and GPU, if any) each.")
 @_embed_options
 @cache_dir_option
-def score(inputs, model, head, output, text_col, keep_cols, prefix, rejects, chunk_rows, engine, ray_address,
-          concurrency, pooling, max_length, batch_size, device, precision, cache_dir):
+def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, rejects, chunk_rows, engine,
+          ray_address, concurrency, pooling, max_length, batch_size, device, precision, cache_dir):
     """Label INPUTS (files, folders, globs; CSV/TSV/JSONL/Parquet, optionally .gz) into one output file.
 
-    Writes every input column, then label, proba_<class> per class, model and head. Rows that cannot
-    be scored go to the rejects file with their line and reason; read = scored + rejected. Memory
+    Writes every input column, then pred_label, pred_proba_<class> per class, pred_model and pred_head.
+    When the inputs have the gold label column, the summary also gives accuracy and macro-F1 against
+    it. Rows that cannot be scored go to the rejects file with their line and reason; read = scored +
+    rejected. Memory
     stays bounded: the input is read and written chunk by chunk. If a run stops (crash, kill, Ctrl-C),
     rerunning the same command resumes after the last finished chunk (--engine local) and writes the
     same bytes as an uninterrupted run. The head must come from --model with the same --pooling,
     --max-length and --precision; a mismatch stops before any work.
     """
-    from scoring.score import ScoreConfig, score_files
+    from scoring.score import score_files
 
     keep = None if keep_cols is None else tuple(c.strip() for c in keep_cols.split(",") if c.strip())
     embedder = _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir, progress=False)
-    config = ScoreConfig(text_col=text_col, keep_cols=keep, prefix=prefix, rejects=rejects, chunk_rows=chunk_rows,
-                         engine=engine, concurrency=concurrency, ray_address=ray_address, progress=True)
+    config = ScoreConfig(text_col=text_col, keep_cols=keep, prefix=prefix, label_col=label_col, rejects=rejects,
+                         chunk_rows=chunk_rows, engine=engine, concurrency=concurrency, ray_address=ray_address, progress=True)
     summary = score_files(list(inputs), output, embedder, head, config)
     click.echo(f"wrote {summary.output}")
     click.echo(summary.line())

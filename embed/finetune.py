@@ -54,6 +54,7 @@ class FinetuneConfig:
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 (else fp16) autocast on a GPU, fp32 on the CPU; or fp32 / bf16 / fp16
     save_every: int = 500
+    log_every: int | None = None  # training loss every N steps; None: total_steps // 50 (about 50 points)
     progress: bool = True
 
 
@@ -143,7 +144,11 @@ class _Trainer:
             self.optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (end - s) / span))
         self.amp_dtype = _amp_dtype(torch, config.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if config.log_every is not None and (not isinstance(config.log_every, int) or config.log_every < 1):
+            raise TweetheadsError(f"log_every must be a whole number of steps of at least 1, got {config.log_every!r}")
+        self.log_every = config.log_every or max(1, self.total_steps // 50)
         self.step, self.history, self.epoch_losses = 0, [], []
+        self.training_log, self.log_losses = [], []  # (step, mean loss since the last point), losses not yet logged
         self.examples, self.train_seconds, self.data_files = 0, 0.0, {}
         self.rng_state = torch.get_rng_state()
 
@@ -188,6 +193,8 @@ class _Trainer:
                     "scaler": self.scaler.state_dict(), "rng": self.rng_state}, tmp / "state.pt")
         (tmp / "progress.json").write_text(json.dumps({"step": self.step, "history": self.history,
                                                        "epoch_losses": self.epoch_losses,
+                                                       "training_log": self.training_log,
+                                                       "log_losses": self.log_losses,
                                                        "examples": self.examples,
                                                        "train_seconds": self.train_seconds}))
         old = self.run_dir / "checkpoint.old"
@@ -217,6 +224,7 @@ class _Trainer:
         torch.set_rng_state(state["rng"])
         progress = json.loads((folder / "progress.json").read_text())
         self.step, self.history, self.epoch_losses = progress["step"], progress["history"], progress["epoch_losses"]
+        self.training_log, self.log_losses = progress.get("training_log", []), progress.get("log_losses", [])
         # timing so far (absent in checkpoints written before it was recorded)
         self.examples, self.train_seconds = progress.get("examples", 0), progress.get("train_seconds", 0.0)
 
@@ -246,6 +254,7 @@ class _Trainer:
                     self.scheduler.step()
                     self.step += 1
                     self.epoch_losses.append(float(loss.item()))
+                    self._log(self.epoch_losses[-1])
                     self.rng_state = torch.get_rng_state()
                     self.examples += len(batch)
                     self.train_seconds += time.perf_counter() - tick
@@ -266,6 +275,15 @@ class _Trainer:
                               f"{self.run_dir / 'checkpoint'}; continue with the same command plus --resume") from None
         bar.close()
 
+    def _log(self, loss: float) -> None:
+        """Every ``log_every`` steps (and at the last), the mean training loss since the previous point."""
+        self.log_losses.append(loss)
+        if self.step % self.log_every == 0 or self.step == self.total_steps:
+            self.training_log.append({"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
+                                      "training_loss": float(np.mean(self.log_losses)),
+                                      "learning_rate": float(self.scheduler.get_last_lr()[0])})
+            self.log_losses = []
+
     def _end_epoch(self) -> None:
         row = {"epoch": round(self.step / self.steps_per_epoch, 4), "step": self.step,
                "training_loss": float(np.mean(self.epoch_losses)) if self.epoch_losses else None}
@@ -284,7 +302,8 @@ class _Trainer:
         save_file({k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()},
                   str(run_dir / CLASSIFIER_FILE))
         self.labels.save(run_dir / LABELS_FILE)
-        metrics = {"history": self.history, "steps": self.step, "total_steps": self.total_steps,
+        metrics = {"history": self.history, "training_log": self.training_log, "log_every": self.log_every,
+                   "steps": self.step, "total_steps": self.total_steps,
                    "steps_per_epoch": self.steps_per_epoch, "interrupted": interrupted,
                    "final": self.history[-1] if self.history else None,
                    "train_seconds": self.train_seconds,

@@ -57,19 +57,41 @@ def write_plots(report_dir: Path, rows: list[dict], y: np.ndarray, classes: list
     plt.close(fig)
     written.append("accuracy.png")
 
-    history = run_metrics.get("history") or []
-    if history:
-        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-        epochs = [h["epoch"] for h in history]
-        left.plot(epochs, [h.get("training_loss") for h in history], marker="o", label="training loss")
-        if any("validation_loss" in h for h in history):
-            left.plot(epochs, [h.get("validation_loss") for h in history], marker="o", label="validation loss")
-            right.plot(epochs, [h.get("accuracy") for h in history], marker="o", label="end-to-end accuracy")
-        right.axhline(results["card"]["accuracy"], color="black", linestyle="--", linewidth=1, label="card (quoted)")
-        left.set_xlabel("epoch"), right.set_xlabel("epoch"), left.legend(), right.legend(fontsize=8)
-        left.set_title("fine-tuning loss"), right.set_title("eval accuracy per epoch")
-        fig.tight_layout()
-        fig.savefig(report_dir / "learning_curve.png", dpi=110)
-        plt.close(fig)
+    if run_metrics.get("history") or run_metrics.get("training_log"):
+        learning_curve(report_dir / "learning_curve.png", run_metrics, results["card"]["accuracy"])
         written.append("learning_curve.png")
     return written
+
+
+def learning_curve(path: Path, run_metrics: dict, card_accuracy: float | None = None) -> None:
+    """Left: training loss at every logged step, validation loss per epoch; right: eval accuracy per epoch.
+
+    Both panels share the x axis (training steps) and mark epoch ends; runs written before
+    ``training_log`` existed fall back to the per-epoch training loss.
+    """
+    plt = _pyplot()
+    history = run_metrics.get("history") or []
+    log = run_metrics.get("training_log") or [{"step": h["step"], "training_loss": h.get("training_loss")}
+                                              for h in history if h.get("training_loss") is not None]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
+    left.plot([p["step"] for p in log], [p["training_loss"] for p in log], linewidth=1.2,
+              marker="." if len(log) < 60 else None, label="training loss (per logged step)")
+    evaluated = [h for h in history if h.get("validation_loss") is not None]
+    if evaluated:
+        steps = [h["step"] for h in evaluated]
+        left.plot(steps, [h["validation_loss"] for h in evaluated], marker="o", label="validation loss (per epoch)")
+        right.plot(steps, [h["accuracy"] for h in evaluated], marker="o", label="end-to-end eval accuracy")
+    else:
+        right.text(0.5, 0.5, "no eval file: no validation figures", ha="center", va="center",
+                   transform=right.transAxes)
+    if card_accuracy is not None:
+        right.axhline(card_accuracy, color="black", linestyle="--", linewidth=1, label=f"card {card_accuracy} (quoted)")
+    for ax in (left, right):
+        for h in history:
+            ax.axvline(h["step"], color="0.85", linewidth=0.8, zorder=0)
+        ax.set_xlabel("training step (grey lines: epoch ends)")
+        ax.legend(fontsize=8)
+    left.set_title("loss"), right.set_title("accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -14,12 +14,19 @@ embedding model (``check_fingerprint``; ``head="e2e"``: the run's own classifier
 that run folder).
 
 Output columns: the input columns unchanged and in input order (or ``keep_cols``, in that order),
-then ``label``, one ``proba_<class>`` per class in the head's ``classes_`` order, ``model``
-(``name@fingerprint[:12]``) and ``head`` (``head-name@folder``, ``e2e@run-folder``). Decisions:
+then ``pred_label``, one ``pred_proba_<class>`` per class in the head's ``classes_`` order,
+``pred_model`` (``name@fingerprint[:12]``) and ``pred_head`` (``head-name@folder``,
+``e2e@run-folder``). Decisions:
 
-- Clashes: an input column named like an added column stops the run before any work; pass
-  ``prefix`` (``"pred_"`` writes ``pred_label``, ``pred_proba_<class>``, ...) or leave the input
-  column out with ``keep_cols``. Nothing is renamed silently.
+- Names: the added columns carry the prefix ``pred_`` by default, so a labelled file (an eval
+  split, with its gold ``label`` column) scores with no flags and keeps its gold column beside the
+  prediction. ``prefix`` changes it (``""`` gives ``label``, ``proba_<class>``, ``model``, ``head``).
+  An input column named like an added column still stops the run before any work (pass another
+  ``prefix`` or leave it out with ``keep_cols``): nothing is renamed silently.
+- Gold labels: when the inputs have the label column (``label_col``; by default the column the head
+  or run was trained on, as recorded in its folder), the summary adds accuracy and macro-F1 against
+  it (:mod:`scoring.gold`); rows with an empty or unknown gold label are scored and counted, not
+  dropped. An explicit ``label_col`` that a file lacks stops the run before any work.
 - Several inputs: rows go to one output in file order. Every file must have the same columns in
   the same order (with ``keep_cols``: every file must have those columns), else the error names
   both files; no ``source_file`` column is added (the rejects file's ``file`` column names the
@@ -47,6 +54,7 @@ from embed.data import file_format
 from embed.errors import DataError, ModelError
 from embed.normalize import normalizer
 
+from .gold import GoldTally
 from .output import CsvOutput, ParquetOutput, Progress, arrow_column, as_text, parquet_schema, sibling
 from .reader import Chunk, check_inputs, expand_inputs, iter_chunks
 
@@ -63,7 +71,8 @@ class ScoreConfig:
 
     text_col: str = "text"
     keep_cols: tuple[str, ...] | None = None  # None: every input column
-    prefix: str = ""  # for the added columns: label, proba_<class>, model, head
+    prefix: str = "pred_"  # for the added columns: label, proba_<class>, model, head
+    label_col: str | None = None  # gold labels to report accuracy against; None: the head's own, if present
     rejects: str | Path | None = None  # None: OUT's name ending .rejects.csv, beside OUT
     chunk_rows: int = 4096
     engine: str = "local"  # or "ray"
@@ -85,6 +94,7 @@ class ScoreSummary:
     resumed_chunks: int = 0  # chunks an earlier, interrupted run had finished
     rows_this_run: int = 0
     seconds: float = 0.0
+    gold: GoldTally | None = None  # accuracy against the gold label column, when the inputs have one
 
     @property
     def rows_per_second(self) -> float:
@@ -95,6 +105,8 @@ class ScoreSummary:
                 f"{self.rows_rejected:,} rejected -> {self.rejects}; {self.rows_per_second:,.0f} rows/s")
         if self.resumed_chunks:
             text += f" (resumed after {self.resumed_chunks:,} finished chunks)"
+        if self.gold is not None:
+            text += "\n" + self.gold.line()
         return text
 
 
@@ -113,6 +125,7 @@ class Plan:
     model_id: str
     head_id: str
     identity: str
+    label_col: str | None = None  # the gold column scored against, None: no accuracy
 
 
 def score_files(inputs: Iterable[str | Path] | str | Path, output: str | Path, model, head: str | Path,
@@ -155,6 +168,7 @@ def score_files(inputs: Iterable[str | Path] | str | Path, output: str | Path, m
     writer.finish()
     for key, value in state["counts"].items():
         setattr(summary, key, value)
+    summary.gold = writer.gold
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -235,6 +249,7 @@ def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
     embedder = model if isinstance(model, Embedder) else Embedder(str(model))
     encoder = embedder.load()
     classifier, head_spec, head_id, head_digest = _load_checked(head, embedder)
+    label_col = _gold_column(config.label_col, head_spec, classifier, paths, headers)
     added = added_columns(classifier.classes_, config.prefix)
     clash = [name for name in kept if name in added]
     if clash:
@@ -248,10 +263,39 @@ def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
         "fingerprint": encoder.fingerprint, "head": head_digest, "columns": kept + added,
         "ids": [model_id, head_id], "text_col": config.text_col, "chunk_rows": config.chunk_rows,
         "output": [str(output.resolve()), out_format], "rejects": str(rejects.resolve()), "engine": config.engine,
+        "label_col": label_col,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return Plan(paths, output, rejects, kept, kept + added, embedder, classifier, head_spec, model_id, head_id,
-                digest)
+                digest, label_col)
+
+
+def trained_label_column(head_spec: tuple[str, str], classifier) -> str | None:
+    """The label column the head (its ``train_report.json``) or the run (its config) was trained on."""
+    kind, folder = head_spec
+    try:
+        if kind == E2E:
+            return classifier.info["config"]["label_col"]
+        from .train_head import REPORT_FILE
+
+        return json.loads((Path(folder) / REPORT_FILE).read_text())["config"]["label_col"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a head saved by hand: no recorded column
+
+
+def _gold_column(asked: str | None, head_spec, classifier, paths: list[Path], headers) -> str | None:
+    """The column to report accuracy against: ``asked`` (every file must have it), else the trained one if present."""
+    if asked is not None:
+        for path in paths:
+            if asked not in headers[path]:
+                raise DataError(f"{path}: no label column {asked!r} to report accuracy against; columns found: "
+                                f"{', '.join(map(repr, headers[path]))}. Pass the gold column with --label-col, "
+                                "or leave --label-col out to score without accuracy")
+        return asked
+    recorded = trained_label_column(head_spec, classifier)
+    if recorded and any(recorded in headers[path] for path in paths):
+        return recorded
+    return None
 
 
 def _check_config(config: ScoreConfig) -> None:
@@ -414,6 +458,7 @@ class _Writer:
         self.hints: dict[Path, dict] = {}
         self.out = (ParquetOutput(plan.output, self._schema(plan.paths[0])) if self.parquet
                     else CsvOutput(plan.output, plan.columns, "output"))
+        self.gold = GoldTally(plan.label_col, self.classes.tolist()) if plan.label_col else None
 
     def open(self) -> dict:
         """Resume what the progress file records for this command, or start afresh; the state dict."""
@@ -421,11 +466,15 @@ class _Writer:
         self.plan.rejects.parent.mkdir(parents=True, exist_ok=True)
         state = self.progress.load()
         if state is not None and self.out.resume(state) and self.rejects.resume(state):
+            if self.gold is not None:
+                self.gold = GoldTally.from_state(state["gold"], self.classes.tolist())
             return state
         for part in (self.out, self.rejects):
             part.discard()
             part.start()
         state = {"chunk": -1, "counts": {"rows_read": 0, "rows_scored": 0, "rows_rejected": 0, "truncated": 0}}
+        if self.gold is not None:
+            state["gold"] = self.gold.state()
         self._save(state)
         return state
 
@@ -437,7 +486,8 @@ class _Writer:
         self.progress.save(state)
 
     def write(self, chunk: Chunk, proba: np.ndarray, truncated: np.ndarray, state: dict) -> None:
-        labels = self.classes[np.argmax(proba, axis=1)] if len(proba) else self.classes[:0]
+        picked = np.argmax(proba, axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
+        labels = self.classes[picked]
         if self.parquet:
             self.out.append(chunk.index, self._table(chunk, labels, proba))
         else:
@@ -448,6 +498,10 @@ class _Writer:
         counts["rows_scored"] += len(chunk.rows)
         counts["rows_rejected"] += len(chunk.rejects)
         counts["truncated"] += int(np.count_nonzero(truncated))
+        if self.gold is not None:
+            at = chunk.columns.index(self.gold.column) if self.gold.column in chunk.columns else None
+            self.gold.add([None if at is None else row[at] for row in chunk.rows], picked)
+            state["gold"] = self.gold.state()
         state["chunk"] = chunk.index
         self._save(state)
 

@@ -51,10 +51,18 @@ def test_round_trip_dedup_and_reopen(tmp_path):
         clear_store(tmp_path, "fff")
 
 
-def test_null_store_stores_nothing():
-    store = NullStore(DIM)
-    store.put_many([b"k"], np.zeros((1, DIM), np.float32))
-    assert not store.get_many([b"k"])[0].any()
+def test_cache_switched_off_stores_nothing_and_encodes_every_time(tmp_path, minilm_path, monkeypatch):
+    from embed.encoder import Embedder
+
+    monkeypatch.setenv("TWEETHEADS_CACHE_DIR", str(tmp_path / "default-cache"))
+    texts = ["first tweet", "second tweet", "first tweet"]
+    embedder = Embedder("minilm", cache_dir=None)
+    once, first = embedder.embed(texts)
+    twice, second = embedder.embed(texts)
+    assert (first.hits, first.encoded) == (second.hits, second.encoded) == (0, 2)  # duplicates still encoded once
+    np.testing.assert_array_equal(once, twice)
+    assert isinstance(embedder.open_store(), NullStore) and not (tmp_path / "default-cache").exists()
+    assert not any(tmp_path.rglob("index.sqlite"))
 
 
 def test_wrong_shape_and_dim_mismatch_are_refused(tmp_path):

@@ -33,6 +33,26 @@ def test_loss_goes_down_and_metrics_are_written(trained):
     assert history[-1]["validation_loss"] < history[0]["validation_loss"]
     assert json.loads((tmp / "run" / "metrics.json").read_text())["history"] == history
     assert metrics["examples_per_second"] > 0
+    # 18 steps: the default logs every step (about 50 points per run), and each epoch's logged losses
+    # average to that epoch's training loss
+    log = metrics["training_log"]
+    assert metrics["log_every"] == 1 and [p["step"] for p in log] == list(range(1, 19))
+    for epoch, row in enumerate(history):
+        assert np.mean([p["training_loss"] for p in log[6 * epoch:6 * epoch + 6]]) == pytest.approx(row["training_loss"])
+    assert log[0]["learning_rate"] > log[-1]["learning_rate"] >= 0  # the linear schedule, as logged
+
+
+def test_log_every_averages_the_steps_since_the_last_point(tmp_path, minilm_path):
+    train = write_tweets(tmp_path / "train.csv", 40, seed=4)
+    config = FinetuneConfig(**{**QUICK, "epochs": 2, "log_every": 4})  # 5 steps an epoch, 10 in all
+    metrics = fine_tune(train, tmp_path / "run", config, cache_dir=tmp_path / "cache")
+    log = metrics["training_log"]
+    assert [p["step"] for p in log] == [4, 8, 10]  # and the last step, whatever the interval
+    sizes = [4, 4, 2]
+    overall = sum(p["training_loss"] * n for p, n in zip(log, sizes)) / 10
+    assert overall == pytest.approx(np.mean([row["training_loss"] for row in metrics["history"]]))
+    with pytest.raises(TweetheadsError, match="log_every must be"):
+        fine_tune(train, tmp_path / "bad", FinetuneConfig(**{**QUICK, "log_every": 0}))
 
 
 def test_run_folder_artifacts_load(trained):
@@ -93,6 +113,10 @@ def test_interrupt_then_resume_matches_uninterrupted(trained, monkeypatch):
     for key in a:
         np.testing.assert_allclose(a[key], b[key], atol=1e-6)
     assert resumed["history"][-1]["accuracy"] == pytest.approx(trained[1]["history"][-1]["accuracy"])
+    # the logged training losses resume too: the same points as the uninterrupted run
+    assert [p["step"] for p in resumed["training_log"]] == [p["step"] for p in trained[1]["training_log"]]
+    np.testing.assert_allclose([p["training_loss"] for p in resumed["training_log"]],
+                               [p["training_loss"] for p in trained[1]["training_log"]], atol=1e-5)
     # the time spent before the interruption is carried over, not lost
     assert resumed["train_seconds"] > before["train_seconds"] and resumed["examples_per_second"] > 0
 

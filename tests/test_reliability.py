@@ -303,11 +303,12 @@ def _index_damage(seed: int):
     return f"random flips (seed {seed})", bits
 
 
-def _damaged_index_outcomes(tmp_path, cases: int) -> Counter:
-    """Damage index.sqlite ``cases`` ways; return outcomes; fail on any wrong vector returned."""
+def _damaged_index_outcomes(tmp_path, cases: int) -> tuple[Counter, list[str]]:
+    """Damage index.sqlite ``cases`` ways; return the outcomes and every case that returned a wrong vector."""
     template = tmp_path / "template"
     keys, vectors = _toy_store(template)
     outcomes: Counter = Counter()
+    wrong_cases: list[str] = []
     for seed in range(cases):
         name, damage = _index_damage(seed)
         root = tmp_path / f"case-{seed}"
@@ -317,27 +318,35 @@ def _damaged_index_outcomes(tmp_path, cases: int) -> Counter:
         try:
             store = EmbeddingStore(root, "k" * 64, DIM)
             found, got = store.get_many(keys)
-            wrong = np.flatnonzero(found & (np.abs(got - vectors).max(axis=1) > 0))
-            assert not len(wrong), f"{name}: {len(wrong)} wrong vectors returned"
+        except CacheError as exc:
+            outcomes["CacheError naming index.sqlite and `cache clear`"
+                     if "index.sqlite" in str(exc) and "cache clear" in str(exc) else f"CacheError: {exc}"] += 1
+            continue
+        except Exception as exc:  # noqa: BLE001 - recorded: the next test requires there be none
+            outcomes[f"{type(exc).__name__}: {str(exc)[:60]}"] += 1
+            continue
+        wrong = np.flatnonzero(found & (np.abs(got - vectors).max(axis=1) > 0))
+        if len(wrong):  # outside any try: a wrong vector is never counted as an ordinary outcome
+            wrong_cases.append(f"case {seed} ({name}): {len(wrong)} wrong vectors returned")
+        try:
             store.put_many(keys[:10], vectors[:10])  # the store can be written again
             store.close()
             outcomes["read back: all rows" if found.all() else "read back: damaged rows dropped"] += 1
         except CacheError as exc:
-            outcomes["CacheError naming index.sqlite and `cache clear`"
-                     if "index.sqlite" in str(exc) and "cache clear" in str(exc) else f"CacheError: {exc}"] += 1
-        except Exception as exc:  # noqa: BLE001 - recorded: the next test requires there be none
-            outcomes[f"{type(exc).__name__}: {str(exc)[:60]}"] += 1
-    return outcomes
+            outcomes[f"CacheError on write: {exc}"] += 1
+        except Exception as exc:  # noqa: BLE001
+            outcomes[f"{type(exc).__name__} on write: {str(exc)[:60]}"] += 1
+    return outcomes, wrong_cases
 
 
 def test_damaged_index_never_returns_wrong_vectors(tmp_path):
-    outcomes = _damaged_index_outcomes(tmp_path, 47)
+    outcomes, wrong_cases = _damaged_index_outcomes(tmp_path, 47)
     print(dict(outcomes))
-    assert sum(outcomes.values()) == 47
+    assert not wrong_cases, wrong_cases
 
 
 def test_damaged_index_is_reported_as_cache_error_naming_the_fix(tmp_path):
-    outcomes = _damaged_index_outcomes(tmp_path, 47)
+    outcomes, _ = _damaged_index_outcomes(tmp_path, 47)
     unclear = {k: v for k, v in outcomes.items() if not (k.startswith("read back") or "`cache clear`" in k)}
     assert not unclear, unclear
 

@@ -26,7 +26,7 @@ from scoring.score import ScoreConfig, score_files
 from .conftest import REPO, SAMPLE, write_tweets
 
 CLASSES = ["Negative", "Neutral", "Positive"]
-PROBA = [f"proba_{c}" for c in CLASSES]
+PROBA = [f"pred_proba_{c}" for c in CLASSES]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_messy_csv_every_row_scored_or_rejected(shared, tmp_path):
     assert raw["invalid UTF-8"] == "4,caf\\xe9 au lait,c" and raw["NUL byte"] == "7,nul\\x00byte,f"
 
     scored = read_csv(out)
-    assert list(scored[0]) == ["id", "text", "extra", "label", *PROBA, "model", "head"]
+    assert list(scored[0]) == ["id", "text", "extra", "pred_label", *PROBA, "pred_model", "pred_head"]
     assert [r["id"] for r in scored] == good_ids
     by_id = {r["id"]: r for r in scored}
     assert by_id["6"]["text"] == 'two\nlines and "quotes"'
@@ -113,9 +113,9 @@ def test_messy_csv_every_row_scored_or_rejected(shared, tmp_path):
     assert by_id["10"]["text"] == shared["rows"][0]["text"] and by_id["10"]["extra"] == "x"
     proba = np.array([[float(r[c]) for c in PROBA] for r in scored])
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
-    assert [r["label"] for r in scored] == [CLASSES[i] for i in proba.argmax(axis=1)]
-    assert {r["model"] for r in scored} == {f"minilm@{shared['fingerprint'][:12]}"}
-    assert {r["head"] for r in scored} == {f"logistic@{shared['head']}"}
+    assert [r["pred_label"] for r in scored] == [CLASSES[i] for i in proba.argmax(axis=1)]
+    assert {r["pred_model"] for r in scored} == {f"minilm@{shared['fingerprint'][:12]}"}
+    assert {r["pred_head"] for r in scored} == {f"logistic@{shared['head']}"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["messy.csv", "scored.csv", "scored.rejects.csv"]
 
 
@@ -129,7 +129,7 @@ def tweets_with_rejects(path: Path, n: int) -> Path:
 def test_kill_9_then_rerun_writes_the_same_bytes(shared, tmp_path):
     source = tweets_with_rejects(tmp_path / "in.csv", 3000)
     out = tmp_path / "killed" / "out.csv"
-    args = [source, "--output", out, "--chunk-rows", 20, "--prefix", "pred_"]
+    args = [source, "--output", out, "--chunk-rows", 20]
     command = [sys.executable, "cli.py", "score", *map(str, args), "--model", "minilm",
                "--head", str(shared["head"]), "--cache-dir", str(shared["cache"])]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -156,7 +156,7 @@ def test_kill_9_then_rerun_writes_the_same_bytes(shared, tmp_path):
     assert f"(resumed after {finished + 1:,} finished chunks)" in resumed.output
     assert "read 3,003 rows: 3,000 scored (0 truncated), 3 rejected" in resumed.output
     clean_out = tmp_path / "clean" / "out.csv"
-    clean = score(shared, source, "--output", clean_out, "--chunk-rows", 20, "--prefix", "pred_")
+    clean = score(shared, source, "--output", clean_out, "--chunk-rows", 20)
     assert clean.exit_code == 0, clean.output
     assert out.read_bytes() == clean_out.read_bytes()
     assert (out.parent / "out.rejects.csv").read_bytes() == (clean_out.parent / "out.rejects.csv").read_bytes()
@@ -201,27 +201,26 @@ def test_crash_then_rerun_resumes_byte_identical(shared, tmp_path, monkeypatch, 
         import pyarrow.parquet as pq
 
         table = pq.read_table(out)
-        assert table.column_names == ["id", "text", "label", *PROBA, "model", "head"]
+        assert table.column_names == ["id", "text", "pred_label", *PROBA, "pred_model", "pred_head"]
         assert table.column("id").to_pylist() == [str(i) for i in range(300)]
-        assert table.schema.field("proba_Positive").type == "double"
+        assert table.schema.field("pred_proba_Positive").type == "double"
 
 
 @pytest.mark.slow
 def test_ray_engine_matches_local(shared, tmp_path):
     source = tweets_with_rejects(tmp_path / "in.csv", 90)
     local, ray = tmp_path / "local.csv", tmp_path / "ray.csv"
-    result = score(shared, source, "--output", local, "--chunk-rows", 32, "--prefix", "pred_")
+    result = score(shared, source, "--output", local, "--chunk-rows", 32)
     assert result.exit_code == 0, result.output
-    result = score(shared, source, "--output", ray, "--chunk-rows", 32, "--prefix", "pred_", "--engine", "ray",
+    result = score(shared, source, "--output", ray, "--chunk-rows", 32, "--engine", "ray",
                    "--concurrency", 1)
     assert result.exit_code == 0, result.output
     assert "read 93 rows: 90 scored (0 truncated), 3 rejected" in result.output
     a, b = read_csv(local), read_csv(ray)
     assert [r["pred_label"] for r in a] == [r["pred_label"] for r in b]
     assert [r["id"] for r in a] == [r["id"] for r in b] == [str(i) for i in range(90)]
-    names = [f"pred_{c}" for c in PROBA]
-    np.testing.assert_allclose([[float(r[c]) for c in names] for r in a],
-                               [[float(r[c]) for c in names] for r in b], rtol=0, atol=1e-6)
+    np.testing.assert_allclose([[float(r[c]) for c in PROBA] for r in a],
+                               [[float(r[c]) for c in PROBA] for r in b], rtol=0, atol=1e-6)
     assert (tmp_path / "local.rejects.csv").read_bytes() == (tmp_path / "ray.rejects.csv").read_bytes()
 
 
@@ -257,6 +256,7 @@ def test_head_from_another_model_is_refused_before_any_work(shared, tmp_path):
     ("missing", "no such file or folder"),
     ("gzip", "cannot be read"),
     ("clash", "input column(s) 'label' clash with the columns score adds"),
+    ("gold", "no label column 'sentiment' to report accuracy against"),
     ("columns", "differ from"),
     ("e2e", "--head e2e scores with a fine-tuned run's own classifier"),
 ])
@@ -265,7 +265,8 @@ def test_problems_stop_before_any_work_with_one_line(shared, tmp_path, problem, 
     args = {"column": [source, "--text-col", "tweet", "--keep-cols", "id"],
             "missing": [tmp_path / "nope.csv"],
             "gzip": [tmp_path / "bad.csv.gz"],
-            "clash": [source],
+            "clash": [source, "--prefix", ""],
+            "gold": [source, "--label-col", "sentiment"],
             "columns": [source, tmp_path / "other.csv"],
             "e2e": [source, "--keep-cols", "id"]}[problem]
     (tmp_path / "bad.csv.gz").write_bytes(b"not gzip at all")
@@ -303,7 +304,7 @@ def test_e2e_head_scores_with_the_runs_own_classifier(shared, tmp_path):
               cache_dir=shared["cache"])
     source = write_tweets(tmp_path / "in.csv", 12, seed=4)
     out = tmp_path / "out.parquet"
-    result = score(shared, source, "--output", out, "--prefix", "pred_", model=run, head="e2e")
+    result = score(shared, source, "--output", out, model=run, head="e2e")
     assert result.exit_code == 0, result.output
     import pyarrow.parquet as pq
 
@@ -316,6 +317,7 @@ def test_e2e_head_scores_with_the_runs_own_classifier(shared, tmp_path):
     np.testing.assert_allclose(proba, classifier.predict_proba(vectors), atol=1e-6)
     assert set(table.column("pred_head").to_pylist()) == {f"e2e@{run}"}
     assert table.column("label").to_pylist() == [r["label"] for r in read_csv(source)]
+    assert "against 'label': accuracy " in result.output  # the run's own label column, recorded at training
 
 
 def test_jsonl_columns_keep_types_and_mixed_types_become_text(shared, tmp_path):
@@ -335,3 +337,114 @@ def test_jsonl_columns_keep_types_and_mixed_types_become_text(shared, tmp_path):
     score_files(source, tmp_path / "out.csv", model, shared["head"], config)
     assert [(r["id"], r["meta"]) for r in read_csv(tmp_path / "out.csv")] == [
         ("0", "5"), ("1", "7"), ("2", "x"), ("3", ""), ("4", ""), ("5", "")]
+
+
+def _labelled(path: Path, rows: list[dict], gold_col: str, extra: list[tuple[str, str]] = ()) -> Path:
+    """The sample rows with their gold label in ``gold_col``, plus ``extra`` (text, gold) rows."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text", gold_col])
+        for i, row in enumerate(rows):
+            writer.writerow([i, row["text"], row["label"]])
+        for j, (text, gold) in enumerate(extra, start=len(rows)):
+            writer.writerow([j, text, gold])
+    return path
+
+
+def test_labelled_file_scores_with_no_flags_and_reports_accuracy(shared, tmp_path):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rows = shared["rows"]
+    extra = [(rows[0]["text"], ""), (rows[1]["text"], " "), (rows[2]["text"], "Mixed")]
+    source = _labelled(tmp_path / "eval.csv", rows, "label", extra)
+    out = tmp_path / "scored.csv"
+    # a head saved by hand records no label column: no flags, no accuracy, the gold column kept
+    plain = score(shared, source, "--output", out)
+    assert plain.exit_code == 0, plain.output
+    assert "accuracy" not in plain.output
+    scored = read_csv(out)
+    assert len(scored) == len(rows) + 3
+    assert list(scored[0]) == ["id", "text", "label", "pred_label", *PROBA, "pred_model", "pred_head"]
+    assert [r["label"] for r in scored] == [r["label"] for r in rows] + ["", " ", "Mixed"]
+
+    result = score(shared, source, "--output", out, "--label-col", "label", "--chunk-rows", 16)
+    assert result.exit_code == 0, result.output
+    scored = read_csv(out)[: len(rows)]
+    gold, predicted = [r["label"] for r in scored], [r["pred_label"] for r in scored]
+    line = result.output.strip().splitlines()[-1]
+    assert line == (f"against 'label': accuracy {accuracy_score(gold, predicted):.4f}, macro-F1 "
+                    f"{f1_score(gold, predicted, average='macro'):.4f} on {len(rows)} labelled rows (2 without a "
+                    "gold label; 1 with a label the head does not know ('Mixed'); scored, not counted)")
+
+
+def test_head_trained_by_train_head_scores_against_its_own_label_column(shared, tmp_path):
+    rows = shared["rows"]
+    train = _labelled(tmp_path / "train.csv", rows, "sentiment")
+    head_dir = tmp_path / "heads" / "knn"
+    trained = CliRunner().invoke(cli, ["train-head", "--head", "knn", "--model", "minilm", "--train", str(train),
+                                       "--label-col", "sentiment", "--out", str(head_dir),
+                                       "--cache-dir", str(shared["cache"])])
+    assert trained.exit_code == 0, trained.output
+    source = _labelled(tmp_path / "eval.csv", rows[:40], "sentiment")
+    result = score(shared, source, "--output", tmp_path / "out.parquet", head=head_dir)
+    assert result.exit_code == 0, result.output
+    assert "against 'sentiment': accuracy " in result.output and "on 40 labelled rows" in result.output
+    # a file without that column is scored without accuracy
+    unlabelled = write_tweets(tmp_path / "unlabelled.csv", 10)
+    result = score(shared, unlabelled, "--output", tmp_path / "u.csv", head=head_dir)
+    assert result.exit_code == 0 and "against" not in result.output, result.output
+
+
+def test_gold_tally_survives_a_crash_and_resume(shared, tmp_path, monkeypatch):
+    import scoring.score as module
+
+    source = _labelled(tmp_path / "in.csv", shared["rows"] * 2, "label", [("ok", "Mixed")])
+    config = ScoreConfig(chunk_rows=30, label_col="label")
+    model = Embedder("minilm", cache_dir=shared["cache"])
+    calls, real = [], module.predict_texts
+
+    def crash_on_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        return real(*args)
+
+    monkeypatch.setattr(module, "predict_texts", crash_on_third)
+    with pytest.raises(RuntimeError):
+        score_files([source], tmp_path / "a.csv", model, shared["head"], config)
+    monkeypatch.setattr(module, "predict_texts", real)
+    resumed = score_files([source], tmp_path / "a.csv", model, shared["head"], config)
+    clean = score_files([source], tmp_path / "b.csv", model, shared["head"], config)
+    assert resumed.resumed_chunks == 2
+    assert resumed.gold.labelled == clean.gold.labelled == 240 and resumed.gold.unknown == 1
+    np.testing.assert_array_equal(resumed.gold.confusion, clean.gold.confusion)
+    assert resumed.line().splitlines()[1] == clean.line().splitlines()[1]
+
+
+def test_gold_tally_matches_scikit_learn():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from scoring.gold import GoldTally
+
+    classes = ["a", "b", "c", "d"]
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(classes + ["", "zz"]), st.integers(0, 3)), min_size=1, max_size=60),
+           st.integers(1, 7))
+    def check(pairs, chunk):
+        tally = GoldTally("label", classes)
+        for start in range(0, len(pairs), chunk):
+            part = pairs[start:start + chunk]
+            tally.add([g for g, _ in part], np.array([p for _, p in part]))
+        known = [(g, classes[p]) for g, p in pairs if g in classes]
+        assert tally.missing == sum(g == "" for g, _ in pairs) and tally.unknown == sum(g == "zz" for g, _ in pairs)
+        if not known:
+            assert tally.accuracy() is None and tally.macro_f1() is None
+            return
+        gold, predicted = zip(*known)
+        assert tally.accuracy() == pytest.approx(accuracy_score(gold, predicted))
+        assert tally.macro_f1() == pytest.approx(f1_score(gold, predicted, average="macro", zero_division=0))
+
+    check()

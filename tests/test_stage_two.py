@@ -74,6 +74,7 @@ def test_compare_writes_report_table_and_plots(workdir):
     for png in ("confusion_matrices.png", "accuracy.png", "learning_curve.png"):
         data = (tmp / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert len(metrics["training_log"]) == 10  # a 10-step run: a training-loss point per step on the curve
     assert "30 test rows" in out and "novel rows:" in out
 
 
@@ -95,9 +96,16 @@ def test_heads_work_in_a_pipeline_with_the_embedder(workdir):
 
     tmp, _ = workdir
     train = load_texts(tmp / "split" / "train.csv", label_col="label")
+    evals = load_texts(tmp / "split" / "eval.csv", label_col="label")
     pipe = make_pipeline(Embedder(str(tmp / "run")), get_head("knn", k=5)).fit(train.texts, train.labels)
-    assert np.isin(pipe.predict(["what a great night", "terrible answers all round"]),
-                   ["Negative", "Neutral", "Positive"]).all()
+    # the pipeline is exactly embed-then-fit: same predictions and probabilities as the two steps by hand
+    embedder = Embedder(str(tmp / "run"))
+    by_hand = get_head("knn", k=5).fit(embedder.transform(train.texts), train.labels)
+    X_eval = embedder.transform(evals.texts)
+    assert pipe.predict(evals.texts).tolist() == by_hand.predict(X_eval).tolist()
+    np.testing.assert_allclose(pipe.predict_proba(evals.texts), by_hand.predict_proba(X_eval))
+    assert pipe.score(evals.texts, evals.labels) == pytest.approx(
+        np.mean(by_hand.predict(X_eval) == np.asarray(evals.labels)))
 
 
 def test_approximate_knn_reports_its_recall(workdir):
