@@ -15,6 +15,7 @@ from embed.encoder import POOLINGS
 from embed.errors import TweetheadsError
 from embed.finetune import FinetuneConfig
 from embed.models import PRECISIONS
+from heads.base import SELECT_METRICS
 from scoring.score import ENGINES, ScoreConfig
 
 _FT = FinetuneConfig()  # the reference card's recipe: every CLI default comes from here
@@ -215,17 +216,23 @@ def _head_params(pairs: tuple[str, ...]) -> dict:
 @max_rows_option
 @click.option("--select-on", type=click.Choice(["train", "eval"]), default="train",
               help="Pick C / k / rounds on a 10% holdout of train (honest eval figure) or on --eval.")
+@click.option("--select-metric", type=click.Choice(SELECT_METRICS), default="accuracy",
+              help="What picks C / k / rounds on the selection rows.")
+@click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none",
+              help="balanced: weight each class by n_samples / (n_classes * n_in_class), for skewed labels.")
 @click.option("--param", "params", multiple=True, help="Head parameter NAME=VALUE (repeatable), e.g. k=15.")
 @_embed_options
 @cache_dir_option
 def train_head(head_name, model, train_path, eval_path, out_dir, text_col, label_col, max_train_rows, select_on,
-               params, pooling, max_length, batch_size, device, precision, cache_dir):
+               select_metric, class_weight, params, pooling, max_length, batch_size, device, precision, cache_dir):
     """Fit a head on cached embeddings of TRAIN, save it to OUT, report on EVAL."""
     from heads import get_head
     from scoring.train_head import HeadConfig, fit_head
 
     get_head(head_name)  # an unknown head fails before any embedding
-    config = HeadConfig(head_name, _head_params(params), text_col, label_col, max_train_rows, select_on)
+    config = HeadConfig(head=head_name, params=_head_params(params), text_col=text_col, label_col=label_col,
+                        max_train_rows=max_train_rows, select_on=select_on, select_metric=select_metric,
+                        class_weight=None if class_weight == "none" else class_weight)
     embedder = _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir)
     report = fit_head(embedder, train_path, out_dir, config, eval_path=eval_path)
     click.echo(report.summary())
@@ -241,25 +248,35 @@ def train_head(head_name, model, train_path, eval_path, out_dir, text_col, label
               help="Training file, to tell novel test rows apart [default: the one recorded in the run].")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write report.md, results.json and PNG plots here.")
+@click.option("--train-sizes", default=None,
+              help="Also refit every head on stratified samples of TRAIN of these sizes, e.g. 32,128,512,2048,all: "
+                   "accuracy per labelled tweet (label_curve.png).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, help="Samples per --train-sizes size.")
 @text_col_option
 @label_col_option
 @max_rows_option
 @_embed_options
 @cache_dir_option
-def compare(run_dir, test_path, head_dirs, train_path, report_dir, text_col, label_col, max_train_rows, pooling,
-            max_length, batch_size, device, precision, cache_dir):
+def compare(run_dir, test_path, head_dirs, train_path, report_dir, train_sizes, repeats, text_col, label_col,
+            max_train_rows, pooling, max_length, batch_size, device, precision, cache_dir):
     """Compare the end-to-end model and each HEAD_DIR on the same TEST rows (all and novel)."""
     from scoring.compare import CompareConfig
     from scoring.compare import compare as run_compare
+    from scoring.label_curve import curve_table, parse_sizes
     from scoring.report import table
 
+    sizes = parse_sizes(train_sizes) if train_sizes else ()
     embedder = _embedder(str(run_dir), pooling, max_length, batch_size, device, precision, cache_dir)
     results = run_compare(embedder, run_dir, test_path, list(head_dirs), report_dir, train_path,
-                          CompareConfig(text_col=text_col, label_col=label_col, max_train_rows=max_train_rows))
+                          CompareConfig(text_col=text_col, label_col=label_col, max_train_rows=max_train_rows,
+                                        train_sizes=sizes, repeats=repeats))
     click.echo(f"{results['rows']} test rows, {results['novel_rows']} novel")
     for subset in ("all", "novel"):
         click.echo(f"\n{subset} rows:")
         click.echo("\n".join(table(results, subset)))
+    if "label_curve" in results:
+        click.echo("\naccuracy per labelled tweet (all rows; mean and min-max over repeats):")
+        click.echo("\n".join(curve_table(results["label_curve"], "all")))
     if report_dir is not None:
         click.echo(f"\nwrote {report_dir}/report.md, results.json, " + ", ".join(results.get("plots", [])))
 

@@ -89,7 +89,9 @@ def run(quick: bool = False) -> list[Table]:
                           f"{accuracy:.3f}")
     table.notes += [
         "LightGBM's `default_rounds` shows the rounds trained (early-stopped with an eval set).",
-        "Threads: default = every library's own default (LightGBM and FAISS use all cores, OpenBLAS too). "
+        "Threads: default = each head's default: LightGBM and FAISS use all cores; the logistic head fits "
+        "with one BLAS thread of its own accord (`n_threads=1`: its thin matrix products do not gain from "
+        "two), so its two rows match. "
         "The `1` rows pass `n_threads=1` (LightGBM, kNN) and cap OpenBLAS/OpenMP at 1 thread with "
         "threadpoolctl; the ratio is the default fit time over the 1-thread fit time (above 1: one thread "
         "was faster). On a machine whose cores are busy with other work, OpenMP threads wait on each other "

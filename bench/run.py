@@ -32,6 +32,7 @@ BENCHMARKS = {  # module -> section title, in run order
     "embed_speed": "Embedding",
     "cache_speed": "Cache",
     "heads_speed": "Heads",
+    "heads_real": "Heads on real embeddings",
     "knn_speed": "kNN search",
     "finetune_speed": "Fine-tuning",
     "score_memory": "Scoring",
@@ -72,6 +73,10 @@ Not measured yet: `python bench/run.py --only cache_speed`.
 <!-- bench:heads_speed:start -->
 Not measured yet: `python bench/run.py --only heads_speed`.
 <!-- bench:heads_speed:end -->
+
+<!-- bench:heads_real:start -->
+Not measured yet: `python bench/run.py --only heads_real`.
+<!-- bench:heads_real:end -->
 
 ## kNN search
 
@@ -155,6 +160,14 @@ def _cpu() -> tuple[str, list[str]]:
     return model, flags
 
 
+def cpu_summary() -> str:
+    """The CPU and its vector units in a few words, for each section's stamp (the machines change)."""
+    model, flags = _cpu()
+    units = [f for f in FLAGS if f in flags]
+    return f"{model}, {os.cpu_count()} cores ({', '.join(units) or 'no listed vector units'}; no amx)" \
+        if not any(f.startswith("amx") for f in units) else f"{model}, {os.cpu_count()} cores ({', '.join(units)})"
+
+
 def header(command: str, quick: bool, started: str, load: tuple) -> str:
     import psutil
 
@@ -222,8 +235,8 @@ def main(argv=None) -> int:
             traceback.print_exc()
         seconds = time.perf_counter() - begin
         stamp = (f"_Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC by `{command}`"
-                 f"{' (quick sizes)' if args.quick else ''} in {seconds / 60:.1f} min; load average at start "
-                 f"{load[0]:.2f}. Alone: `python bench/{name}.py{' --quick' if args.quick else ''}`._\n\n")
+                 f"{' (quick sizes)' if args.quick else ''} in {seconds / 60:.1f} min on {cpu_summary()}; load "
+                 f"average at start {load[0]:.2f}. Alone: `python bench/{name}.py{' --quick' if args.quick else ''}`._\n\n")
         write_section(name, stamp + body)
         common.log(f"=== {name}: {seconds:.0f} s ===")
     if failed:

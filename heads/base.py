@@ -7,7 +7,13 @@ as named safe files) and `_restore` (the reverse). Everything else lives here: i
 validation, label encoding, the evaluation set, `predict`, the embedding-model fingerprint
 and the `head.json` folder format.
 
-Left out: sample weights, `partial_fit`, sparse input, multi-output targets and training on
+Two choices every head shares, checked here: `class_weight` (None; "balanced": each class
+weighted n_samples / (n_classes * n_in_class), as scikit-learn computes it; or a dict of label
+-> weight, as in scikit-learn; see `class_weights`)
+and `select_metric`, the metric a head's hyperparameter search maximizes on its evaluation set
+("accuracy", "macro_f1" or "macro_recall"; see `selection_score`).
+
+Left out: per-row sample weights, `partial_fit`, sparse input, multi-output targets and training on
 a single class (HeadError: there is nothing to classify). Nothing is ever pickled: a saved
 head is a folder of safe files (npz, LightGBM text, faiss index) whose sha256 digests are
 recorded in `head.json`.
@@ -39,6 +45,8 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 _DAMAGED = "the head is damaged or was modified: retrain it or restore it from a backup"
 
 HEADS: dict[str, type[BaseHead]] = {}
+SELECT_METRICS = ("accuracy", "macro_f1", "macro_recall")
+CLASS_WEIGHTS = (None, "balanced")
 
 
 class HeadError(ValueError):
@@ -81,7 +89,15 @@ class BaseHead(ClassifierMixin, BaseEstimator):
 
     # -- hooks for subclasses ------------------------------------------------------------
     def _check_params(self) -> None:
-        """Raise HeadError for a bad parameter value; called by fit and load_head."""
+        """Raise HeadError for a bad parameter value; called by fit and load_head (call super())."""
+        weight = getattr(self, "class_weight", None)
+        if not (weight in CLASS_WEIGHTS or isinstance(weight, dict) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in weight.values())):
+            raise HeadError(f"class_weight must be None, 'balanced' or a dict of label -> weight (>= 0), "
+                            f"found {weight!r}")
+        if getattr(self, "select_metric", "accuracy") not in SELECT_METRICS:
+            raise HeadError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, "
+                            f"found {self.select_metric!r}")
 
     def _fit(self, X, y, X_eval, y_eval) -> None:
         raise NotImplementedError
@@ -158,6 +174,17 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         """Hyperparameters chosen during fit, as constructor params: refitting with them set skips the search."""
         return {}
 
+    def refit(self, X, y) -> BaseHead:
+        """A new head fitted on (X, y) with the hyperparameters this one chose (no search).
+
+        ``select_and_fit`` picks them on a holdout, then calls this on every row; a head that can
+        start from its own solution (logistic) overrides it to warm-start.
+        """
+        from sklearn.base import clone
+
+        check_is_fitted(self)
+        return clone(self).set_params(**self.selected_params()).fit(X, y)
+
     # -- embedding model -----------------------------------------------------------------
     def set_model(self, fingerprint: str, model: dict) -> BaseHead:
         """Record which embedding model produced the training vectors (call after fit)."""
@@ -226,6 +253,32 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         }
         _atomic_write(folder / CONFIG_NAME, json.dumps(config, indent=2).encode("utf-8"))
         return folder
+
+
+def class_weights(y: np.ndarray, class_weight, classes: np.ndarray) -> np.ndarray:
+    """Weight per encoded class: ones for None, scikit-learn's "balanced" formula, or a dict's values.
+
+    A dict maps labels to weights (labels missing from it weigh 1); after a save and load its
+    keys are JSON strings, so a label also matches its ``str``.
+    """
+    if class_weight is None:
+        return np.ones(len(classes))
+    if isinstance(class_weight, dict):
+        return np.array([float(class_weight.get(c, class_weight.get(str(c), 1.0))) for c in np.asarray(classes).tolist()])
+    from sklearn.utils.class_weight import compute_class_weight
+
+    return compute_class_weight(class_weight, classes=np.arange(len(classes)), y=y)
+
+
+def selection_score(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The hyperparameter-search score: accuracy, macro-F1 or macro-recall (scikit-learn's)."""
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    if metric == "accuracy":
+        return float(accuracy_score(y_true, y_pred))
+    if metric == "macro_f1":
+        return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    return float(recall_score(y_true, y_pred, average="macro", zero_division=0))
 
 
 def damaged(file_name: str, problem: str) -> HeadError:

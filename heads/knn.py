@@ -7,9 +7,12 @@ approximate ones are for millions of vectors, and `recall_against_exact` measure
 miss. The k neighbours vote with softmax weights exp(similarity / `temperature`), so near
 ones outweigh far ones and the votes are already probabilities.
 
-`k` is given (capped at the training size) or chosen from the grid `ks` by accuracy on
-(X_eval, y_eval), or else leave-one-out on (at most 5000 rows of) the training set: query
-k+1 neighbours and drop the row itself. Ties go to the smaller k; the choice is `k_`.
+`k` is given (capped at the training size) or chosen from the grid `ks` by `select_metric`
+(accuracy, macro-F1 or macro-recall) on (X_eval, y_eval), or else leave-one-out on (at most
+5000 rows of) the training set: query k+1 neighbours and drop the row itself. Ties go to the
+smaller k; the choice is `k_`. `class_weight="balanced"` multiplies each neighbour's vote by
+its class's weight (n_samples / (n_classes * n_in_class)), so a minority class is not
+outvoted by sheer numbers.
 
 `device` "auto" uses a GPU when faiss has one (flat and ivf; faiss has no GPU HNSW). The
 index is copied to the CPU for saving; a device="gpu" head loads CPU-only with a warning.
@@ -28,17 +31,48 @@ import faiss
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from heads.base import BaseHead, HeadError, damaged, dump_arrays, load_arrays, register
+from heads.base import BaseHead, HeadError, class_weights, damaged, dump_arrays, load_arrays, register, selection_score
 
 
 @register("knn")
 class KNNHead(BaseHead):
+    """Cosine k-nearest neighbours through FAISS, with similarity-weighted votes.
+
+    Parameters
+    ----------
+    k : int or None, default=None
+        Neighbours that vote. None chooses it from ``ks``.
+    ks : tuple of int, default=(1, 3, 5, 10, 15, 20, 30, 50)
+        The grid searched when ``k`` is None.
+    temperature : float, default=0.1
+        Vote weight exp(similarity / temperature): smaller favours the nearest neighbours.
+    index : {"flat", "hnsw", "ivf"}, default="flat"
+        Exact search, or an approximate index for millions of vectors.
+    hnsw_m, ef_search : int, default=32, 64
+        HNSW links per node and search breadth.
+    nlist, nprobe : int, default=None, 16
+        IVF lists (None: 4 * sqrt(n), at most n / 39) and lists searched.
+    device : {"auto", "cpu", "gpu"}, default="auto"
+        Where the index lives (a GPU when faiss-gpu sees one).
+    n_threads : int or None, default=None
+        FAISS threads (process-wide), only when given.
+    class_weight : None or "balanced", default=None
+        Per-class vote weights.
+    select_metric : {"accuracy", "macro_f1", "macro_recall"}, default="accuracy"
+        What chooses ``k``.
+
+    Attributes
+    ----------
+    k_ : int
+        Neighbours used. ``index_``: the FAISS index; ``labels_``: the stored rows' classes.
+    """
+
     _files = ("index.faiss", "labels.npz")
     _state_attrs = ("k_",)
 
     def __init__(self, *, k=None, ks=(1, 3, 5, 10, 15, 20, 30, 50), temperature=0.1,
                  index="flat", hnsw_m=32, ef_search=64, nlist=None, nprobe=16,
-                 device="auto", n_threads=None):
+                 device="auto", n_threads=None, class_weight=None, select_metric="accuracy"):
         self.k = k
         self.ks = ks
         self.temperature = temperature
@@ -49,8 +83,11 @@ class KNNHead(BaseHead):
         self.nprobe = nprobe
         self.device = device
         self.n_threads = n_threads
+        self.class_weight = class_weight
+        self.select_metric = select_metric
 
     def _check_params(self) -> None:
+        super()._check_params()
         if self.index not in ("flat", "hnsw", "ivf") or self.device not in ("auto", "cpu", "gpu"):
             raise HeadError(f"index must be 'flat', 'hnsw' or 'ivf' and device 'auto', 'cpu' or "
                             f"'gpu'; found index={self.index!r}, device={self.device!r}")
@@ -81,6 +118,7 @@ class KNNHead(BaseHead):
             index = faiss.IndexFlatIP(dim)
         index.add(vectors)
         self.labels_ = y.astype(np.int64)
+        self.vote_weights_ = class_weights(self.labels_, self.class_weight, self.classes_)
         self.index_ = self._to_device(index)
         if self.k is not None:
             self.k_ = min(self.k, n)
@@ -91,7 +129,7 @@ class KNNHead(BaseHead):
             self.k_ = self._choose_k(vectors[rows], y[rows], cap=n - 1, rows=rows)
 
     def _choose_k(self, queries, y_true, *, cap, rows=None) -> int:
-        """Best k of the grid by accuracy; `rows` are the queries' own ids (leave-one-out)."""
+        """Best k of the grid by `select_metric`; `rows` are the queries' own ids (leave-one-out)."""
         grid = sorted({min(int(k), cap) for k in self.ks})
         if grid[-1] < 1:  # one training row per class: nothing to leave out
             return 1
@@ -100,7 +138,7 @@ class KNNHead(BaseHead):
             own = ids == rows[:, None]
             own[~own.any(axis=1), -1] = True
             sims, ids = (a[~own].reshape(len(queries), -1) for a in (sims, ids))
-        scores = [np.mean(np.argmax(self._vote(sims[:, :k], ids[:, :k]), axis=1) == y_true)
+        scores = [selection_score(self.select_metric, y_true, np.argmax(self._vote(sims[:, :k], ids[:, :k]), axis=1))
                   for k in grid]
         return grid[int(np.argmax(scores))]
 
@@ -121,7 +159,7 @@ class KNNHead(BaseHead):
         top = np.where(found, sims, -np.inf).max(axis=1, keepdims=True)
         weights = np.where(found, np.exp((sims - top) / self.temperature), 0.0)
         neighbour = self.labels_[np.maximum(ids, 0)]
-        votes = np.stack([np.where(neighbour == c, weights, 0.0).sum(axis=1)
+        votes = np.stack([np.where(neighbour == c, weights, 0.0).sum(axis=1) * self.vote_weights_[c]
                           for c in range(len(self.classes_))], axis=1)
         total = votes.sum(axis=1, keepdims=True)
         prior = np.bincount(self.labels_, minlength=len(self.classes_)) / len(self.labels_)
@@ -174,6 +212,7 @@ class KNNHead(BaseHead):
                 < len(self.classes_)):
             raise damaged("index.faiss/labels.npz", "do not match head.json")
         self.labels_ = labels.astype(np.int64)
+        self.vote_weights_ = class_weights(self.labels_, self.class_weight, self.classes_)
         self.index_ = self._to_device(index)
 
 

@@ -9,6 +9,10 @@ here), our end-to-end model (the run's own classifier on the same CLS vectors), 
 Columns: accuracy with a 95% bootstrap interval, macro-F1, macro-recall (TweetEval's metric),
 per-class F1, McNemar's exact p-value against the end-to-end model, fit seconds and predictions
 per second. Writes ``results.json``, ``report.md`` and PNG plots (see ``plots.py``).
+
+With ``train_sizes`` (``--train-sizes 32,128,512,2048,all``) it also refits every head on
+stratified samples of the training file and reports accuracy per labelled tweet
+(:mod:`scoring.label_curve`): the training file is embedded once, through the cache.
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ class CompareConfig:
     bootstrap: int = 1000
     seed: int = 42
     max_train_rows: int | None = None
+    train_sizes: tuple = ()  # labelled rows per sample for the label curve ("all": every row); () skips it
+    repeats: int = 3  # samples per size
 
 
 def bootstrap_interval(correct: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
@@ -129,11 +135,23 @@ def compare(embedder, run_dir, test_path, head_dirs: list, report_dir=None, trai
         fit_seconds = json.loads(report_file.read_text()).get("fit_seconds") if report_file.exists() else None
         name = json.loads((folder / "head.json").read_text())["head"]
         add(f"{name} ({folder.name})", "head", head.predict(X), fit_seconds, predictions_per_second(head, X))
+    curve = None
+    if config.train_sizes:
+        from .label_curve import CurveConfig, label_curve
+
+        X_train, _ = embedder.embed(train.texts)  # cached: encoded at most once
+        curve = label_curve([(f"{head.name} ({folder.name})", head) for folder, head in heads], X_train,
+                            np.asarray(train.labels), X, y, novel,
+                            CurveConfig(tuple(config.train_sizes), config.repeats, config.seed))
+        curve["references"] = {"end-to-end, all training rows": rows[1]["all"]["accuracy"],
+                               CARD["name"]: CARD["accuracy"]}
     results = {
         "test": str(test_path), "train": str(train_path), "run": str(run_dir), "model": enc.description,
         "rows": int(len(y)), "novel_rows": int(novel.sum()), "classes": classes, "card": CARD,
         "methods": [{k: v for k, v in r.items() if k not in ("predictions", "correct")} for r in rows],
     }
+    if curve is not None:
+        results["label_curve"] = curve
     if report_dir is not None:
         from .plots import write_plots
         from .report import render_report

@@ -60,6 +60,11 @@ def write_plots(report_dir: Path, rows: list[dict], y: np.ndarray, classes: list
     if run_metrics.get("history") or run_metrics.get("training_log"):
         learning_curve(report_dir / "learning_curve.png", run_metrics, results["card"]["accuracy"])
         written.append("learning_curve.png")
+    if "label_curve" in results:
+        from .label_curve import plot_curve
+
+        plot_curve(report_dir / "label_curve.png", results["label_curve"], results["label_curve"]["references"])
+        written.append("label_curve.png")
     return written
 
 

@@ -50,6 +50,17 @@ def render_report(results: dict) -> str:
         "", "## All test rows", "", *table(results, "all"),
         "", "## Novel test rows (text not in the training file)", "", *table(results, "novel"), "",
     ]
+    curve = results.get("label_curve")
+    if curve:
+        from .label_curve import curve_table
+
+        refs = "; ".join(f"{name} {value:.4f}" for name, value in curve["references"].items())
+        for subset, title in (("all", "all test rows"), ("novel", "novel test rows")):
+            lines += [f"## Accuracy per labelled tweet ({title})", "",
+                      f"Each head refit on stratified samples of the {curve['train_rows']:,} training rows "
+                      f"({curve['repeats']} repeats per size, one for the whole file), its hyperparameter chosen "
+                      f"again on the sample's own 10% holdout; mean (min-max over repeats). References: {refs}.",
+                      "", *curve_table(curve, subset), ""]
     for plot in results.get("plots", []):
         lines += [f"![{plot}]({plot})", ""]
     return "\n".join(lines)

@@ -5,6 +5,11 @@ Hyperparameters (C, k, boosting rounds) are chosen without looking at the eval f
 on all training rows with the choice fixed (``selected_params``), so the eval accuracy printed
 afterwards is an honest held-out figure. ``select_on="eval"`` picks them on the eval file instead
 (as the reference workflows do; the eval figure is then optimistic by the selection).
+``select_and_fit`` is that procedure alone, on arrays (the heads benchmark times it).
+
+``class_weight`` ("balanced") and ``select_metric`` (accuracy, macro_f1, macro_recall) are head
+parameters that every head takes; the config passes them on, they are saved in ``head.json``
+with the other parameters, and the summary line shows them.
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ class HeadConfig:
     max_train_rows: int | None = None
     select_on: str = "train"  # "train" (10% holdout of train) or "eval"
     seed: int = 42
+    class_weight: str | None = None  # None or "balanced" (every head)
+    select_metric: str = "accuracy"  # what picks C / k / rounds: accuracy, macro_f1, macro_recall
 
 
 @dataclass
@@ -50,10 +57,13 @@ class HeadReport:
     macro_f1: float | None = None
     predictions_per_second: float | None = None
     recall_vs_exact: float | None = None  # approximate kNN indexes only
+    class_weight: str | None = None
+    select_metric: str = "accuracy"
 
     def summary(self) -> str:
         text = (f"{self.head}: fit {self.fit_seconds:.2f} s on {self.train_rows} rows "
-                f"(chose {', '.join(f'{k}={v:g}' for k, v in self.selected.items()) or 'defaults'}); "
+                f"(chose {', '.join(f'{k}={v:g}' for k, v in self.selected.items()) or 'defaults'} "
+                f"by {self.select_metric}; class_weight {self.class_weight or 'none'}); "
                 f"embedded with {self.encoded} texts encoded")
         if self.accuracy is not None:
             text += (f"; eval ({self.eval_rows} rows): accuracy {self.accuracy:.4f}, macro-F1 {self.macro_f1:.4f}, "
@@ -73,6 +83,24 @@ def predictions_per_second(head, X: np.ndarray, repeats: int = 3) -> float:
     return len(X) / best if best > 0 else float("inf")
 
 
+def select_and_fit(head, X: np.ndarray, y: np.ndarray, select_on: str = "train", seed: int = 42,
+                   X_eval: np.ndarray | None = None, y_eval: np.ndarray | None = None):
+    """Choose the head's hyperparameters (on a stratified 10% of train, or on the eval set), then fit.
+
+    ``select_on="train"``: a probe fitted on 90% of the rows picks them on the other 10%, and the
+    head is refit on every row with the choice fixed. ``"eval"``: one fit that picks them on
+    (X_eval, y_eval). Returns the fitted head.
+    """
+    if select_on == "eval":
+        return head.fit(X, y, X_eval=X_eval, y_eval=y_eval)
+    counts = np.unique(y, return_counts=True)[1]
+    stratify = y if counts.min() >= 2 else None
+    hold = max(int(np.ceil(0.1 * len(y))), len(counts) if stratify is not None else 1)  # a stratified holdout needs every class
+    fit_rows, hold_rows = train_test_split(np.arange(len(y)), test_size=hold, random_state=seed, stratify=stratify)
+    probe = clone(head).fit(X[fit_rows], y[fit_rows], X_eval=X[hold_rows], y_eval=y[hold_rows])
+    return probe.refit(X, y)
+
+
 def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), eval_path=None) -> HeadReport:
     """Embed (cache), fit, save to ``out_dir``, and evaluate on ``eval_path`` when given."""
     if config.select_on not in ("train", "eval"):
@@ -81,7 +109,8 @@ def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), e
         raise TweetheadsError("--select-on eval needs --eval FILE")
     train = load_texts(train_path, config.text_col, config.label_col, config.max_train_rows)
     evals = load_texts(eval_path, config.text_col, config.label_col) if eval_path else None
-    head = get_head(config.head, **config.params)
+    params = {"class_weight": config.class_weight, "select_metric": config.select_metric, **config.params}
+    head = get_head(config.head, **params)
     X, stats = embedder.embed(train.texts)
     y = np.asarray(train.labels)
     encoded, embed_seconds = stats.encoded, stats.seconds
@@ -94,21 +123,15 @@ def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), e
                                   "a head cannot predict them")
         encoded, embed_seconds = encoded + eval_stats.encoded, embed_seconds + eval_stats.seconds
     start = time.perf_counter()
-    if config.select_on == "eval":
-        head.fit(X, y, X_eval=X_eval, y_eval=y_eval)
-    else:
-        counts = np.unique(y, return_counts=True)[1]
-        stratify = y if counts.min() >= 2 else None
-        fit_rows, hold_rows = train_test_split(np.arange(len(y)), test_size=0.1, random_state=config.seed,
-                                               stratify=stratify)
-        probe = clone(head).fit(X[fit_rows], y[fit_rows], X_eval=X[hold_rows], y_eval=y[hold_rows])
-        head = clone(head).set_params(**probe.selected_params()).fit(X, y)
+    head = select_and_fit(head, X, y, config.select_on, config.seed,
+                          *((X_eval, y_eval) if config.select_on == "eval" else ()))
     fit_seconds = time.perf_counter() - start
     enc = embedder.load()
     head.set_model(enc.fingerprint, enc.description)
     out_dir = Path(out_dir)
     head.save(out_dir)
-    report = HeadReport(config.head, str(out_dir), len(y), head.selected_params(), fit_seconds, embed_seconds, encoded)
+    report = HeadReport(config.head, str(out_dir), len(y), head.selected_params(), fit_seconds, embed_seconds, encoded,
+                        class_weight=head.class_weight, select_metric=head.select_metric)
     if getattr(head, "index", "flat") != "flat" and hasattr(head, "recall_against_exact"):
         queries = X_eval if evals is not None else X[:1000]
         report.recall_vs_exact = float(head.recall_against_exact(queries))

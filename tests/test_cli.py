@@ -78,3 +78,17 @@ def test_finetune_writes_a_run_folder(tmp_path, minilm_path):
     assert info["config"]["lr"] == 5e-5 and info["config"]["train_batch_size"] == 8
     embedded = run("embed", "--model", tmp_path / "run", "--input", evals, "--output", tmp_path / "v.npy")
     assert np.load(tmp_path / "v.npy").shape == (16, 384) and "encoded" in embedded.output
+
+
+def test_train_head_takes_class_weight_and_select_metric(tmp_path, minilm_path):
+    train = write_tweets(tmp_path / "train.csv", 120, seed=3)
+    out = run("train-head", "--head", "logistic", "--model", "minilm", "--train", train, "--out", tmp_path / "h",
+              "--class-weight", "balanced", "--select-metric", "macro_f1").output
+    assert "by macro_f1; class_weight balanced)" in out
+    params = json.loads((tmp_path / "h" / "head.json").read_text())["params"]
+    assert (params["class_weight"], params["select_metric"]) == ("balanced", "macro_f1")
+    plain = run("train-head", "--head", "knn", "--model", "minilm", "--train", train, "--out", tmp_path / "k").output
+    assert "by accuracy; class_weight none)" in plain
+    bad = run("train-head", "--head", "knn", "--model", "minilm", "--train", train, "--out", tmp_path / "x",
+              "--select-metric", "f1", ok=False)
+    assert bad.exit_code == 2 and "'f1' is not one of 'accuracy', 'macro_f1', 'macro_recall'" in bad.output

@@ -115,3 +115,61 @@ def test_approximate_knn_reports_its_recall(workdir):
               "--out", tmp / "heads" / "hnsw").output
     recall = float(out.split("approximate index recall vs exact: ")[1].split()[0])
     assert 0.5 < recall <= 1.0
+
+
+def test_compare_train_sizes_refits_every_head_on_samples_without_encoding_again(workdir):
+    from embed.encoder import Embedder
+    from scoring.compare import CompareConfig, compare
+
+    tmp, _ = workdir
+    heads = [tmp / "heads" / h for h in ("logistic", "lightgbm", "knn")]
+    out = run("compare", "--model", tmp / "run", "--test", tmp / "split" / "eval.csv", *heads,
+              "--train-sizes", "9,30,all", "--repeats", 2, "--report-dir", tmp / "curve").output
+    assert "accuracy per labelled tweet" in out
+    results = json.loads((tmp / "curve" / "results.json").read_text())
+    curve = results["label_curve"]
+    assert curve["sizes"] == [9, 30, 120] and curve["train_rows"] == 120
+    assert list(curve["heads"]) == ["logistic (logistic)", "lightgbm (lightgbm)", "knn (knn)"]
+    for points in curve["heads"].values():
+        assert [len(p["runs"]) for p in points] == [2, 2, 1]  # the whole file once: every draw is the same
+        assert [r["seed"] for r in points[0]["runs"]] == [42, 43]
+        for point in points:
+            acc = point["all"]["accuracy"]
+            assert acc["min"] <= acc["mean"] <= acc["max"]
+            assert set(point["novel"]) == {"accuracy", "macro_f1", "macro_recall"}
+    # the whole-file point refits exactly as train-head did (same selection): same accuracy as the head
+    for method in results["methods"][2:]:
+        whole = curve["heads"][method["name"]][-1]["all"]["accuracy"]["mean"]
+        assert whole == pytest.approx(method["all"]["accuracy"]), method["name"]
+    assert curve["references"]["end-to-end, all training rows"] == results["methods"][1]["all"]["accuracy"]
+    assert (tmp / "curve" / "label_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Accuracy per labelled tweet (all test rows)" in (tmp / "curve" / "report.md").read_text()
+
+    class Counting(Embedder):  # records what each embed call had to encode
+        def embed(self, texts):
+            vectors, stats = super().embed(texts)
+            self.encoded_.append(stats.encoded)
+            return vectors, stats
+
+    counting = Counting(str(tmp / "run"))
+    counting.encoded_ = []
+    compare(counting, tmp / "run", tmp / "split" / "eval.csv", heads[:1],
+            config=CompareConfig(train_sizes=(9, "all"), repeats=1))
+    assert counting.encoded_ == [0, 0]  # test and train vectors both come from the cache
+
+
+def test_label_curve_samples_are_stratified_and_seeded():
+    from embed.errors import TweetheadsError
+    from scoring.label_curve import parse_sizes, sample_rows
+
+    y = np.array(["a"] * 600 + ["b"] * 300 + ["c"] * 100)
+    rows = sample_rows(y, 100, seed=1)
+    assert len(rows) == 100 and len(set(rows.tolist())) == 100
+    assert sorted(np.unique(y[rows], return_counts=True)[1].tolist()) == [10, 30, 60]
+    assert np.array_equal(rows, sample_rows(y, 100, seed=1)) and not np.array_equal(rows, sample_rows(y, 100, seed=2))
+    assert np.array_equal(sample_rows(y, 5000, seed=1), np.arange(1000))
+    with pytest.raises(TweetheadsError, match="at least 2 rows of each of the 3 labels"):
+        sample_rows(y, 5, seed=1)
+    assert parse_sizes("32, 128,all,32") == (32, 128, "all")
+    with pytest.raises(TweetheadsError, match="'-4' is not a positive whole number"):
+        parse_sizes("32,-4")
