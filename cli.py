@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from cache import CacheError, clear_store, default_cache_dir, list_stores
-from embed.encoder import POOLINGS
+from embed.encoder import COMMIT_EVERY, POOLINGS
 from embed.errors import TweetheadsError
 from embed.finetune import FinetuneConfig
 from embed.models import PRECISIONS
@@ -99,7 +99,8 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
     """Split FILE into OUT_DIR/train and OUT_DIR/eval, keeping every column."""
     from embed.split import SplitConfig, split_file
 
-    result = split_file(file, out_dir, SplitConfig(eval_fraction, seed, text_col, group_duplicates))
+    result = split_file(file, out_dir, SplitConfig(eval_fraction=eval_fraction, seed=seed, text_col=text_col,
+                                                   group_duplicates=group_duplicates))
     share = result.eval_in_train / result.eval_rows
     click.echo(f"train: {result.train_rows} rows -> {result.train_path}")
     click.echo(f"eval:  {result.eval_rows} rows -> {result.eval_path}")
@@ -165,9 +166,12 @@ def finetune(train_path, eval_path, run_dir, resume, cache_dir, **options):
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the vectors, in input row order, to this .npy file.")
 @text_col_option
+@click.option("--commit-every", type=click.IntRange(min=1), default=COMMIT_EVERY,
+              help="Texts encoded between cache commits (a killed run loses at most this many).")
 @_embed_options
 @cache_dir_option
-def embed(model, input_path, output, text_col, pooling, max_length, batch_size, device, precision, cache_dir):
+def embed(model, input_path, output, text_col, commit_every, pooling, max_length, batch_size, device, precision,
+          cache_dir):
     """Embed a file's texts through the cache (only new texts are encoded)."""
     import numpy as np
 
@@ -175,15 +179,16 @@ def embed(model, input_path, output, text_col, pooling, max_length, batch_size, 
 
     table = load_texts(input_path, text_col)
     embedder = _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir)
+    embedder.set_params(commit_every=commit_every)
     vectors, stats = embedder.embed(table.texts)
     if output is not None:
+        from fileio import atomic_path
+
         output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(output.name + ".tmp.npy")
         try:
-            np.save(tmp, vectors)
-            tmp.replace(output)
+            with atomic_path(output) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, vectors)  # a file object: np.save adds no .npy to the name
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise click.ClickException(f"cannot write {output} ({exc}); free disk space or pick another --output "
                                        "(the vectors are cached: rerunning encodes nothing)") from exc
         click.echo(f"wrote {output} {vectors.shape}")
@@ -227,7 +232,7 @@ def train_head(head_name, model, train_path, eval_path, out_dir, text_col, label
                select_metric, class_weight, params, pooling, max_length, batch_size, device, precision, cache_dir):
     """Fit a head on cached embeddings of TRAIN, save it to OUT, report on EVAL."""
     from heads import get_head
-    from scoring.train_head import HeadConfig, fit_head
+    from comparison.train_head import HeadConfig, fit_head
 
     get_head(head_name)  # an unknown head fails before any embedding
     config = HeadConfig(head=head_name, params=_head_params(params), text_col=text_col, label_col=label_col,
@@ -260,10 +265,10 @@ def train_head(head_name, model, train_path, eval_path, out_dir, text_col, label
 def compare(run_dir, test_path, head_dirs, train_path, report_dir, train_sizes, repeats, text_col, label_col,
             max_train_rows, pooling, max_length, batch_size, device, precision, cache_dir):
     """Compare the end-to-end model and each HEAD_DIR on the same TEST rows (all and novel)."""
-    from scoring.compare import CompareConfig
-    from scoring.compare import compare as run_compare
-    from scoring.label_curve import curve_table, parse_sizes
-    from scoring.report import table
+    from comparison.compare import CompareConfig
+    from comparison.compare import compare as run_compare
+    from comparison.label_curve import curve_table, parse_sizes
+    from comparison.report import table
 
     sizes = parse_sizes(train_sizes) if train_sizes else ()
     embedder = _embedder(str(run_dir), pooling, max_length, batch_size, device, precision, cache_dir)

@@ -130,12 +130,12 @@ def _phases(store, keys: list[bytes]) -> dict[str, float]:
     total = _best(lambda: store.get_many(keys), 1)
     position = {key: i for i, key in enumerate(keys)}
     start = time.perf_counter()
-    rows = list(store._index_rows(position))
+    rows = list(store.index_rows(position))
     index = time.perf_counter() - start
     shard = rows[0][1]
     sel = np.asarray([r[2] for r in rows], dtype=np.int64)
     start = time.perf_counter()
-    block = store._shard(shard)[sel]
+    block = store.shard(shard)[sel]
     gather = time.perf_counter() - start
     start = time.perf_counter()
     sums = np.fromiter(map(zlib.crc32, block), np.int64, len(block))

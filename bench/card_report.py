@@ -19,6 +19,8 @@ import json
 import common  # bench/ is on sys.path
 from common import Table
 
+from embed.model_card import fixed
+
 CARD_URL = ("https://huggingface.co/Theivaprakasham/"
             "sentence-transformers-msmarco-distilbert-base-tas-b-twitter_sentiment")
 # (epoch, step, training loss, validation loss, accuracy): all 20 rows of the card's "Training results",
@@ -39,10 +41,6 @@ def _load(path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _fmt(x, digits=4):
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
 def run(quick: bool = False) -> list[Table]:
     card_run = _load(RESULTS / "gpu-h100" / "card-metrics.json")
     fast_run = _load(RESULTS / "gop-minilm-2ep" / "metrics.json")
@@ -60,33 +58,33 @@ def run(quick: bool = False) -> list[Table]:
                   "--model minilm --precision fp32` with every other value the default (lr 1e-6, batch 8, 20 "
                   "epochs, seed 42, Adam betas (0.9, 0.999), eps 1e-8, linear schedule), MiniLM-L6 (22.7M "
                   "parameters, 384-d) on `cli.py split` of the GOP tweets (11,096 / 2,775 rows), run on a lent "
-                  "H100 by `bench/gpu_session.sh` (9 epochs) and on this CPU with `--device cpu` (20 epochs). "
-                  "Faster recipe: the same command with `--lr 2e-5 --epochs 2` "
-                  "on this CPU."),
+                  "H100 by `bench/gpu_session.sh` (9 epochs) and with `--device cpu` (20 epochs) on the 2-core "
+                  "AMD EPYC CPU machine of 2026-11 (AVX-512 BF16, no AMX). Faster recipe: the same command with "
+                  "`--lr 2e-5 --epochs 2` on that CPU."),
         columns=["epoch", "step", "card train loss", "card val loss", "card accuracy", "ours (H100) train loss",
                  "ours (H100) val loss", "ours (H100) accuracy"]
-                + (["ours (this CPU) val loss", "ours (this CPU) accuracy"] if cpu else [])
+                + (["ours (CPU) val loss", "ours (CPU) accuracy"] if cpu else [])
                 + ["faster recipe accuracy"])
     for e in epochs:
         c, o, f, u = card.get(e), ours.get(e), fast.get(e), cpu.get(e)
         cells = [e, c[1] if c else (o or u or f)["step"],
-                 _fmt(c[2]) if c else "-", _fmt(c[3]) if c else "-", _fmt(c[4]) if c else "-",
-                 _fmt(o["training_loss"]) if o else "-", _fmt(o["validation_loss"]) if o else "-",
-                 _fmt(o["accuracy"]) if o else "-"]
-        cells += [_fmt(u["validation_loss"]) if u else "-", _fmt(u["accuracy"]) if u else "-"] if cpu else []
-        table.add(*cells, _fmt(f["accuracy"]) if f else "-")
+                 fixed(c[2]) if c else "-", fixed(c[3]) if c else "-", fixed(c[4]) if c else "-",
+                 fixed(o["training_loss"]) if o else "-", fixed(o["validation_loss"]) if o else "-",
+                 fixed(o["accuracy"]) if o else "-"]
+        cells += [fixed(u["validation_loss"]) if u else "-", fixed(u["accuracy"]) if u else "-"] if cpu else []
+        table.add(*cells, fixed(f["accuracy"]) if f else "-")
     if cpu_run:
         table.notes.append(_cpu_note(cpu_run, card))
     if card_run:
         done, total = card_run["steps"], card_run["total_steps"]
         seconds, eps = card_run["train_seconds"], card_run["examples_per_second"]
         table.notes.append(
-            f"Our card-recipe run stopped at step {done:,} of {total:,} (epoch {done / card_run['steps_per_epoch']:.1f} "
-            f"of 20): the session's 15 minutes of GPU time ran out. It trained at {eps:.0f} examples/s on the "
-            f"H100 ({seconds:.0f} s inside training steps), so the full 20 epochs need about "
-            f"{total * 8 / eps / 60:.0f} minutes there. A second call to finish it "
-            "lost the checkpoint (the device tool replaces the carried folder it lived in; "
-            "`bench/gpu_session.sh` now keeps runs outside it). The heads were therefore not fitted on this run.")
+            f"Our card-recipe run on the H100 stopped at step {done:,} of {total:,} (epoch "
+            f"{done / card_run['steps_per_epoch']:.1f} of 20), at its time limit. It trained at {eps:.0f} "
+            f"examples/s ({seconds:.0f} s inside training steps), so the 20 epochs take about "
+            f"{total * 8 / eps / 60:.0f} minutes there. Its checkpoint was written inside the folder that is copied "
+            "to the GPU machine, which a later copy replaces, so it could not be resumed (`bench/gpu_session.sh` "
+            "now writes runs outside that folder), and no heads were fitted on it.")
         at9 = ours.get(9)
         if at9:
             table.notes.append(
@@ -112,7 +110,7 @@ def run(quick: bool = False) -> list[Table]:
             f"eval rows / {e2e['novel']['accuracy']:.4f} on the {fast_report['novel_rows']:,} novel rows (text not "
             f"in train); the heads on its cached CLS embeddings (all / novel): {parts}; majority class "
             f"{by_name['majority class']['all']['accuracy']:.4f}. It took {fast_run['train_seconds'] / 60:.0f} "
-            f"minutes inside training steps on this CPU ({fast_run['examples_per_second']:.1f} examples/s, "
+            f"minutes inside training steps on that CPU ({fast_run['examples_per_second']:.1f} examples/s, "
             "with other jobs on the cores): 2 epochs reach more than the card's 20-epoch 0.7146 (another model "
             "and another split, so the comparison is loose).")
     plot = _plot(card, ours, fast, cpu)
@@ -134,10 +132,10 @@ def _final_table(cpu_report: dict | None, fast_report: dict | None) -> Table | N
                   "the same rows."),
         columns=["run", "method", "accuracy (all rows)", "95% CI", "accuracy (novel rows)", "macro-F1",
                  "McNemar p vs end-to-end"])
-    table.add("reference card, tas-b, lr 1e-6, 20 epochs", "end-to-end (quoted)", _fmt(CARD_ROWS[-1][4]),
+    table.add("reference card, tas-b, lr 1e-6, 20 epochs", "end-to-end (quoted)", fixed(CARD_ROWS[-1][4]),
               "-", "-", "-", "-")
-    runs = [("MiniLM, card recipe (lr 1e-6, 20 epochs), this CPU", cpu_report),
-            ("MiniLM, faster recipe (lr 2e-5, 2 epochs), this CPU", fast_report)]
+    runs = [("MiniLM, card recipe (lr 1e-6, 20 epochs), CPU", cpu_report),
+            ("MiniLM, faster recipe (lr 2e-5, 2 epochs), CPU", fast_report)]
     majority = None
     for label, report in runs:
         if not report:
@@ -149,17 +147,17 @@ def _final_table(cpu_report: dict | None, fast_report: dict | None) -> Table | N
                 continue
             a, n = m["all"], m["novel"]
             p = a.get("mcnemar_p_vs_e2e")
-            table.add(label, _short(m), _fmt(a["accuracy"]), "{:.3f}-{:.3f}".format(*a["accuracy_ci95"]),
-                      _fmt(n["accuracy"]), _fmt(a["macro_f1"]),
+            table.add(label, _short(m), fixed(a["accuracy"]), "{:.3f}-{:.3f}".format(*a["accuracy_ci95"]),
+                      fixed(n["accuracy"]), fixed(a["macro_f1"]),
                       "-" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}"))
     if majority:
-        table.add("-", "majority class", _fmt(majority["all"]["accuracy"]), "-",
-                  _fmt(majority["novel"]["accuracy"]), _fmt(majority["all"]["macro_f1"]), "-")
+        table.add("-", "majority class", fixed(majority["all"]["accuracy"]), "-",
+                  fixed(majority["novel"]["accuracy"]), fixed(majority["all"]["macro_f1"]), "-")
     if cpu_report and fast_report:
         e2e = {key: next(m for m in r["methods"] if m["kind"] == "e2e")["all"]["accuracy"]
                for key, r in (("cpu", cpu_report), ("fast", fast_report))}
         table.notes.append(
-            f"Per hour on this CPU: the faster recipe reached {e2e['fast']:.4f} end to end in 2,774 steps (42 minutes "
+            f"Per hour on that CPU: the faster recipe reached {e2e['fast']:.4f} end to end in 2,774 steps (42 minutes "
             f"of training steps while other jobs shared the cores); the card's recipe reached {e2e['cpu']:.4f} in "
             "27,740 steps (about 1.6 hours of wall time, mostly with the cores to itself). Either way, a head on the cached "
             "vectors adds under a minute of fitting.")
@@ -180,7 +178,7 @@ def _cpu_note(cpu_run: dict, card: dict) -> str:
              "checkpoint written before timing was kept across `--resume` counts only the steps after it)" if eps
              else "about 40 examples/s")
     best = max(cpu_run["history"], key=lambda r: r["accuracy"])
-    return (f"Ours on this CPU: the same command with `--device cpu` on this machine {where}; its best epoch is "
+    return (f"Ours on the CPU: the same command with `--device cpu` on the 2-core AMD EPYC machine of 2026-11 (AVX-512 BF16, no AMX) {where}; its best epoch is "
             f"{int(round(best['epoch']))} ({best['accuracy']:.4f}). It trained at {speed} with the cores to "
             "itself (4.6 minutes per epoch, evaluation included). "
             + ("Epochs 1 to 10 ran in one go and were stopped at step 14,000; the rest continued from that "

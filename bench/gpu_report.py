@@ -64,7 +64,7 @@ def run(quick: bool = False) -> list[Table]:
                            "two device calls; each table shows both.")
     tables[-1].notes += [
         "What did not travel: the device tool carries at most 64 MiB per call. MiniLM went as fp16 (46 MB, "
-        "`bench/ship_model.py`) and was restored to fp32 there (embeddings of three test tweets at cosine 0.9999994 or more to the original's, on the CPU); MPNet's "
+        "`scripts/ship_model.py`) and was restored to fp32 there (embeddings of three test tweets at cosine 0.9999994 or more to the original's, on the CPU); MPNet's "
         "five volumes (404 MB) could not go, so its table is skipped; faiss-gpu-cu12 (a 48 MB wheel built for "
         "CUDA 12 libraries; the image has CUDA 13) and faiss-cpu (19 MB) did not fit beside MiniLM, so the kNN "
         "head did not run and the table above times exact search in torch instead.",

@@ -3,7 +3,7 @@
 #   1. bench/gpu_speed.py: embed vs encode() fp32/fp16/bf16, a 200-step fine-tune, exact kNN (-> $OUT/gpu.md)
 #   2. the card reproduced: `finetune` with the card's defaults (lr 1e-6, batch 8, 20 epochs, seed 42,
 #      Adam, linear schedule, fp32) with MiniLM on the GOP 80/20 split (-> $OUT/card-metrics.json and
-#      the fine-tuned run packed by bench/ship_model.py into $OUT/card/model.tar.partNN)
+#      the fine-tuned run packed by scripts/ship_model.py into $OUT/card/model.tar.partNN)
 #   3. the faster recipe (lr 2e-5, 2 epochs) on the same split (-> $OUT/fast-metrics.json)
 # Each step has a time limit (CARD_S, FAST_S seconds); a card run cut by its limit stops cleanly
 # (SIGINT: checkpoint + metrics so far), and running this script again on the same (warm) machine
@@ -27,7 +27,7 @@ SPLIT=(--train .gpu/split/train.csv --eval .gpu/split/eval.csv --label-col senti
        --device "$DEVICE" --cache-dir /tmp/tweetheads-cache --save-every 1000000)
 
 echo "== $(date -u +%FT%TZ) $("$PY" -c 'import torch, transformers, sentence_transformers as s; print("torch", torch.__version__, "transformers", transformers.__version__, "sentence-transformers", s.__version__)')"
-[ -f "$TWEETHEADS_MINILM_DIR/model.safetensors" ] || "$PY" bench/ship_model.py unpack .gpu/minilm "$TWEETHEADS_MINILM_DIR" || exit 1
+[ -f "$TWEETHEADS_MINILM_DIR/model.safetensors" ] || "$PY" scripts/ship_model.py unpack .gpu/minilm "$TWEETHEADS_MINILM_DIR" || exit 1
 
 resume=()
 if [ -d "$RUNS/card"/checkpoint ]; then resume=(--resume); SKIP_SPEED=1; fi
@@ -54,6 +54,6 @@ if ! grep -q '"interrupted": true' "$RUNS/card"/metrics.json 2>/dev/null && [ ! 
     cp "$RUNS/fast"/metrics.json "$OUT/fast-metrics.json" 2>/dev/null
 fi
 if grep -q '"interrupted": false' "$RUNS/card"/metrics.json 2>/dev/null; then
-    rm -rf "$OUT/card" && "$PY" bench/ship_model.py pack "$RUNS/card" "$OUT/card"
+    rm -rf "$OUT/card" && "$PY" scripts/ship_model.py pack "$RUNS/card" "$OUT/card"
 fi
 echo "== $(date -u +%T) done"; ls -la "$OUT" "$OUT/card" 2>/dev/null

@@ -45,7 +45,7 @@ def _vectors(work: Path, run: str | None) -> list[tuple[str, Path]]:
 
     split = work / "split"
     if not (split / "eval.csv").exists():
-        split_file(common.gop_csv(), split, SplitConfig(0.2, 42, "text", False))
+        split_file(common.gop_csv(), split, SplitConfig(eval_fraction=0.2, seed=42))
     if run is None:
         run = str(work / "run-300")
         if not (Path(run) / "tweetheads_run.json").exists():
@@ -84,7 +84,7 @@ def worker(folder: Path, heads: list[str], params: dict) -> list[dict]:
     from heads import get_head
 
     try:
-        from scoring.train_head import select_and_fit
+        from comparison.train_head import select_and_fit
     except ImportError:  # code from before it existed: the same procedure, as fit_head ran it inline
         from sklearn.base import clone
         from sklearn.model_selection import train_test_split
@@ -147,8 +147,8 @@ def run(quick: bool = False, before: str | None = BEFORE, run_dir: str | None = 
         compared=("Each head as `train-head` fits it by default (hyperparameter chosen on a stratified 10% of the "
                   "11,096 training rows, then refit on all of them), on cached CLS vectors of the GOP 80/20 split; "
                   "accuracy and macro-F1 on the 2,775 eval rows (all / novel). "
-                  + (f"`before` is the code at {before}, `now` the working tree, each fitted in a child process of its own, in turn "
-                     "on the same vectors. " if before else "")
+                  + (f"`before` is the code at {before}, `now` the working tree, each fitted in a child process "
+                     "of its own, in turn on the same vectors. " if before else "")
                   + f"LightGBM: the mean of seeds {', '.join(map(str, SEEDS))} (random_state), their range in "
                   "brackets; logistic and exact kNN do not depend on a seed. One fit per seed and cell: fit "
                   "seconds carry the machine's noise."),

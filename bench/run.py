@@ -234,9 +234,13 @@ def main(argv=None) -> int:
             body = f"Failed in this run:\n\n```\n{traceback.format_exc()}```\n"
             traceback.print_exc()
         seconds = time.perf_counter() - begin
-        stamp = (f"_Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC by `{command}`"
-                 f"{' (quick sizes)' if args.quick else ''} in {seconds / 60:.1f} min on {cpu_summary()}; load "
-                 f"average at start {load[0]:.2f}. Alone: `python bench/{name}.py{' --quick' if args.quick else ''}`._\n\n")
+        if name in REPORTS:  # nothing measured here: the tables say where their runs ran
+            stamp = (f"_Rendered {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC by `{command}` from the saved "
+                     f"results in `bench/results/`. Alone: `python bench/{name}.py`._\n\n")
+        else:
+            stamp = (f"_Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC by `{command}`"
+                     f"{' (quick sizes)' if args.quick else ''} in {seconds / 60:.1f} min on {cpu_summary()}; load "
+                     f"average at start {load[0]:.2f}. Alone: `python bench/{name}.py{' --quick' if args.quick else ''}`._\n\n")
         write_section(name, stamp + body)
         common.log(f"=== {name}: {seconds:.0f} s ===")
     if failed:

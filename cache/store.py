@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fileio import write_atomic
+
 
 class CacheError(Exception):
     """The cache cannot be used as asked (unwritable folder, disk full, damaged store)."""
@@ -93,10 +95,8 @@ class EmbeddingStore:
                         f"not {fingerprint} dim {dim}; remove the folder with `cache clear`"
                     )
             else:
-                tmp = meta_path.with_name(f"store.json.{uuid.uuid4().hex}.tmp")
-                tmp.write_text(json.dumps({"fingerprint": fingerprint, "dim": self.dim,
-                                           "description": description or {}}, indent=2))
-                os.replace(tmp, meta_path)
+                write_atomic(meta_path, json.dumps({"fingerprint": fingerprint, "dim": self.dim,
+                                                    "description": description or {}}, indent=2), unique=True)
             self._db = sqlite3.connect(self.path / "index.sqlite", timeout=60, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -129,7 +129,8 @@ class EmbeddingStore:
         if self._count is not None:
             self._count = (self._count[0], self._count[1] + change)
 
-    def _shard(self, name: str) -> np.ndarray | None:
+    def shard(self, name: str) -> np.ndarray | None:
+        """The shard file `name` as a read-only (rows, dim) float32 map, None while it holds no whole row."""
         arr = self._maps.get(name)
         path = self.path / "shards" / name
         size = path.stat().st_size if path.exists() else 0
@@ -140,7 +141,7 @@ class EmbeddingStore:
             self._maps[name] = arr
         return arr
 
-    def _index_rows(self, position: dict[bytes, int]):
+    def index_rows(self, position: dict[bytes, int]):
         """``(key, shard, row, crc)`` index rows for the keys in ``position``.
 
         Asked for a large share of the store, one pass over the whole index (about 1 us a row) beats
@@ -167,7 +168,7 @@ class EmbeddingStore:
             if position.setdefault(key, i) != i:
                 repeats.append((i, key))
         try:
-            rows = list(self._index_rows(position))
+            rows = list(self.index_rows(position))
         except sqlite3.OperationalError as exc:
             if "too many SQL variables" in str(exc) and self._chunk > 500:
                 self._chunk = 500  # an SQLite built with the old 999-variable limit
@@ -191,7 +192,7 @@ class EmbeddingStore:
             index_arr = np.asarray(indices, dtype=np.int64)
             for shard, sid in shard_ids.items():
                 mine = shard_of == sid
-                arr = self._shard(shard) if isinstance(shard, str) and _SHARD_NAME.match(shard) else None
+                arr = self.shard(shard) if isinstance(shard, str) and _SHARD_NAME.match(shard) else None
                 if arr is None:  # a damaged row (never a path to open) or a lost shard: re-encoded
                     valid &= ~mine
                     continue

@@ -18,6 +18,8 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from fileio import atomic_path
+
 from .errors import DataError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -178,20 +180,19 @@ def write_table(table: pa.Table, path: str | Path) -> None:
     """Write a table as CSV/TSV/JSONL/Parquet by extension, atomically (temp file, then rename)."""
     path = Path(path)
     fmt = file_format(path)
-    tmp = path.with_name(path.name + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt in ("csv", "tsv"):
-        options = pacsv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",", quoting_style="needed")
-        with pa.OSFile(str(tmp), "wb") as sink:
-            stream = pa.CompressedOutputStream(sink, "gzip") if path.suffix == ".gz" else sink
-            pacsv.write_csv(table, stream, options)
-            if stream is not sink:
-                stream.close()
-    elif fmt == "parquet":
-        pq.write_table(table, tmp)
-    else:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for row in table.to_pylist():
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if fmt in ("csv", "tsv"):
+            options = pacsv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",", quoting_style="needed")
+            with pa.OSFile(str(tmp), "wb") as sink:
+                stream = pa.CompressedOutputStream(sink, "gzip") if path.suffix == ".gz" else sink
+                pacsv.write_csv(table, stream, options)
+                if stream is not sink:
+                    stream.close()
+        elif fmt == "parquet":
+            pq.write_table(table, tmp)
+        else:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for row in table.to_pylist():
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 

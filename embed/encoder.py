@@ -13,6 +13,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -24,8 +25,12 @@ from .models import (PRECISIONS, ModelSource, fingerprint, hidden_size, load_enc
                      resolve_model)
 from .normalize import normalizer
 
+if TYPE_CHECKING:  # annotations only: neither is imported until a model is used
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
 POOLINGS = ("cls", "mean")
-_COMMIT_EVERY = 2048  # texts encoded between cache commits
+COMMIT_EVERY = 2048  # default of Embedder(commit_every=...): texts encoded between cache commits
 
 
 def pick_device(device: str = "auto") -> str:
@@ -94,8 +99,8 @@ class LoadedEncoder:
     dim: int
     fingerprint: str
     description: dict = field(default_factory=dict)
-    model: object = None
-    tokenizer: object = None
+    model: torch.nn.Module | None = None  # loaded by ensure_model
+    tokenizer: PreTrainedTokenizerBase | None = None  # loaded by ensure_tokenizer
 
     def ensure_tokenizer(self):
         if self.tokenizer is None:
@@ -118,12 +123,14 @@ class Embedder(TransformerMixin, BaseEstimator):
 
     Parameters are stored only; the model loads on first ``transform``/``embed``.
     ``cache_dir="default"`` uses ``$TWEETHEADS_CACHE_DIR`` or ``~/.cache/tweetheads``; ``None``
-    switches the cache off.
+    switches the cache off. ``commit_every`` texts are encoded between two cache commits: a
+    process killed mid-run loses at most that many encodings.
     """
 
     def __init__(self, model: str = "minilm", *, pooling: str = "cls", max_length: int | None = None,
                  batch_size: int = 64, device: str = "auto", precision: str = "fp32",
-                 normalize: bool = True, cache_dir: str | Path | None = "default", progress: bool = False):
+                 normalize: bool = True, cache_dir: str | Path | None = "default", progress: bool = False,
+                 commit_every: int = COMMIT_EVERY):
         self.model = model
         self.pooling = pooling
         self.max_length = max_length
@@ -133,6 +140,7 @@ class Embedder(TransformerMixin, BaseEstimator):
         self.normalize = normalize
         self.cache_dir = cache_dir
         self.progress = progress
+        self.commit_every = commit_every
 
     # -- loading -----------------------------------------------------------------------------
     def _cache_root(self) -> Path | None:
@@ -230,8 +238,8 @@ class Embedder(TransformerMixin, BaseEstimator):
             # encode in groups, committing each, so an interrupted run keeps what it finished
             missing = missing[np.argsort([len(unique[i]) for i in missing], kind="stable")]
             with tqdm(total=len(missing), unit="text", desc="encoding", disable=None if self.progress and len(missing) else True) as bar:
-                for start in range(0, len(missing), _COMMIT_EVERY):
-                    rows = missing[start:start + _COMMIT_EVERY]
+                for start in range(0, len(missing), self.commit_every):
+                    rows = missing[start:start + self.commit_every]
                     new, truncated = self.encode_new([unique[i] for i in rows], bar)
                     vectors[rows] = new
                     store.put_many([keys[i] for i in rows], new)

@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fileio import sha256_file, write_atomic
+
 from .data import LabelMap, load_texts
 from .errors import TweetheadsError
 from .models import DEFAULT_MODEL, PRECISIONS, RUN_MARKER, load_encoder, max_seq_length, resolve_model
 from .normalize import normalizer
-from .runs import CLASSIFIER_FILE, ENCODER_DIR, LABELS_FILE, artifact_digests, save_encoder, sha256_file
+from .runs import CLASSIFIER_FILE, ENCODER_DIR, LABELS_FILE, artifact_digests, save_encoder
 
 
 @dataclass(frozen=True)
@@ -308,7 +310,7 @@ class _Trainer:
                    "final": self.history[-1] if self.history else None,
                    "train_seconds": self.train_seconds,
                    "examples_per_second": self.examples / self.train_seconds if self.train_seconds else None}
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         info_path = run_dir / RUN_MARKER
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         info.update({"format": "tweetheads-run/1", "config": asdict(config), "base_model": config.model,
@@ -317,7 +319,7 @@ class _Trainer:
                      "interrupted": interrupted})
         info["data"] = self.data_files
         info["files"] = artifact_digests(run_dir)  # verified whenever the run is loaded
-        info_path.write_text(json.dumps(info, indent=2) + "\n")
+        write_atomic(info_path, json.dumps(info, indent=2) + "\n")  # a kill mid-write leaves the old one
         write_model_card(run_dir, info, metrics)
         return metrics
 

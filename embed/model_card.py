@@ -6,7 +6,8 @@ from pathlib import Path
 from .models import ALIASES
 
 
-def _num(value, digits: int = 4) -> str:
+def fixed(value, digits: int = 4) -> str:
+    """A number with ``digits`` decimals, ``-`` for None: the one formatter of every table (card, report, bench)."""
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -25,7 +26,7 @@ def render_model_card(info: dict, metrics: dict) -> str:
                       "continue with `finetune --resume`."]
     if "accuracy" in final:
         lines += ["", "It achieves the following results on the evaluation set:",
-                  f"- Loss: {_num(final['validation_loss'])}", f"- Accuracy: {_num(final['accuracy'])}"]
+                  f"- Loss: {fixed(final['validation_loss'])}", f"- Accuracy: {fixed(final['accuracy'])}"]
     lines += ["", "## Training and evaluation data", ""]
     for role, entry in info.get("data", {}).items():
         lines.append(f"- {role}: `{entry['path']}` ({entry['rows']} rows, sha256 `{entry['sha256']}`)")
@@ -50,8 +51,8 @@ def render_model_card(info: dict, metrics: dict) -> str:
               "| Training Loss | Epoch | Step | Validation Loss | Accuracy |",
               "|:-------------:|:-----:|:----:|:---------------:|:--------:|"]
     for row in metrics.get("history", []):
-        lines.append(f"| {_num(row.get('training_loss'))} | {row['epoch']:.1f} | {row['step']} | "
-                     f"{_num(row.get('validation_loss'))} | {_num(row.get('accuracy'))} |")
+        lines.append(f"| {fixed(row.get('training_loss'))} | {row['epoch']:.1f} | {row['step']} | "
+                     f"{fixed(row.get('validation_loss'))} | {fixed(row.get('accuracy'))} |")
     if metrics.get("examples_per_second"):
         lines += ["", f"Training throughput: {metrics['examples_per_second']:.1f} examples/s "
                       f"({metrics['train_seconds']:.0f} s of training steps)."]

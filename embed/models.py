@@ -22,10 +22,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fileio import update_digest
+
 from .errors import ModelError
+from .runs import RUN_MARKER, verify_run  # runs.py imports nothing of this module: one direction
 
 DEFAULT_MODEL = "sentence-transformers/msmarco-distilbert-base-tas-b"
-RUN_MARKER = "tweetheads_run.json"
 # --precision everywhere: auto (picked per device, see encoder.pick_precision and finetune._amp_dtype)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ALIASES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2"}
@@ -156,8 +158,6 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ModelSource
     path = Path(spec).expanduser()
     if path.exists():
         if (path / RUN_MARKER).exists():
-            from .runs import verify_run  # runs.py imports this module
-
             verify_run(path)  # a damaged artifact is refused by name, never loaded
             return ModelSource(spec, path / "encoder", "run", run_dir=path)
         if (path / "modules.json").exists() or (path / "config.json").exists():
@@ -220,9 +220,7 @@ def _digest_files(folder: Path, names: tuple[str, ...]) -> str:
         if path.is_file():
             found = True
             digest.update(name.encode())
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
-                    digest.update(block)
+            update_digest(digest, path)
     if not found:
         raise ModelError(f"{folder}: none of {', '.join(names)} found; is this a complete model folder?")
     return digest.hexdigest()

@@ -20,16 +20,18 @@ instead of being loaded. Run folders written before ``files`` existed load witho
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 
+from fileio import sha256_file
+
 from .data import LabelMap
 from .errors import ModelError
-from .models import RUN_MARKER
+
+RUN_MARKER = "tweetheads_run.json"  # marks a run folder; embed.models resolves --model through it
 
 ENCODER_DIR = "encoder"
 CLASSIFIER_FILE = "classifier.safetensors"
@@ -68,14 +70,6 @@ def read_run_info(run_dir: str | Path) -> dict:
         raise ModelError(f"{path}: expected a JSON object, found {type(info).__name__}; pass a folder written by "
                          "`finetune`")
     return info
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def artifact_digests(run_dir: str | Path) -> dict[str, str]:

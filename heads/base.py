@@ -24,9 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +34,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, validate_data
+
+from fileio import write_atomic
 
 FORMAT = "tweetheads-head/1"
 CONFIG_NAME = "head.json"
@@ -237,7 +237,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         digests = {}
         for name, data in self._dump().items():
             _check_file_name(name, folder)
-            _atomic_write(folder / name, data)
+            write_atomic(folder / name, data, unique=True)
             digests[name] = hashlib.sha256(data).hexdigest()
         config = {
             "format": FORMAT,
@@ -251,7 +251,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
             "state": {attr: _jsonable(getattr(self, attr)) for attr in self._state_attrs},
             "files": digests,
         }
-        _atomic_write(folder / CONFIG_NAME, json.dumps(config, indent=2).encode("utf-8"))
+        write_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2), unique=True)
         return folder
 
 
@@ -413,19 +413,6 @@ def _refuse_pickles(folder: Path) -> None:
         raise HeadError(f"refusing {folder}: it contains {', '.join(found)}. Saved heads never "
                         "use pickle/joblib files, which can run code when loaded; remove them "
                         "or use a clean folder")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _describe(model: dict | None, fingerprint: str) -> str:

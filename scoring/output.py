@@ -35,29 +35,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fileio import atomic_path, fsync_dir, write_atomic
+
 PROGRESS_VERSION = 1
 
 
 def sibling(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
-
-
-def fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not supported here (Windows); the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 class Progress:
@@ -80,12 +64,7 @@ class Progress:
 
     def save(self, state: dict) -> None:
         state = {"version": PROGRESS_VERSION, "identity": self.identity, **state}
-        tmp = sibling(self.path, ".tmp")
-        with open(tmp, "w") as handle:
-            json.dump(state, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)  # no directory fsync: an older progress file is a valid state too
+        write_atomic(self.path, json.dumps(state, indent=1))  # no folder fsync: an older progress file is valid too
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -189,11 +168,8 @@ class ParquetOutput:
     def append(self, index: int, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        path = self._part(index)
-        tmp = sibling(path, ".tmp")
-        pq.write_table(table, tmp)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
+        with atomic_path(self._part(index)) as tmp:
+            pq.write_table(table, tmp)
         self.parts += 1
 
     def state(self) -> dict:
@@ -203,13 +179,9 @@ class ParquetOutput:
     def finish(self) -> None:
         parts = [path for _, path in self._existing()]
         schema = unify_schemas([pq.read_schema(p) for p in parts]) if parts else self.empty_schema
-        tmp = sibling(self.final, ".tmp")
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with atomic_path(self.final, durable=True) as tmp, pq.ParquetWriter(tmp, schema) as writer:
             for path in parts:
                 writer.write_table(conform(pq.read_table(path), schema))
-        _fsync_file(tmp)
-        os.replace(tmp, self.final)
-        fsync_dir(self.final.parent)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def close(self) -> None:

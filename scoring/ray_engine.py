@@ -27,6 +27,8 @@ import numpy as np
 
 from embed.errors import TweetheadsError
 
+from .predict import Truncation, load_classifier, predict_texts
+
 WINDOW_ROWS = 1 << 17
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -48,15 +50,11 @@ class ChunkScorer:
     def __init__(self, embedder_params: dict, head_spec: tuple[str, str]):
         from embed.encoder import Embedder
 
-        from .score import Truncation, load_classifier
-
         self.embedder = Embedder(**embedder_params)
         self.classifier = load_classifier(head_spec)
         self.truncation = Truncation(self.embedder)
 
     def __call__(self, batch: dict) -> dict:
-        from .score import predict_texts
-
         proba, truncated = predict_texts(self.embedder, self.classifier, self.truncation, list(batch["text"]))
         columns = {f"p{j}": np.ascontiguousarray(proba[:, j]) for j in range(proba.shape[1])}
         return {"row": batch["row"], "truncated": truncated, **columns}

@@ -45,20 +45,22 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from embed.data import file_format
 from embed.errors import DataError, ModelError
-from embed.normalize import normalizer
 
 from .gold import GoldTally
+
+if TYPE_CHECKING:
+    from embed.encoder import Embedder
 from .output import CsvOutput, ParquetOutput, Progress, arrow_column, as_text, parquet_schema, sibling
+from .predict import E2E, Classifier, Truncation, predict_texts
 from .reader import Chunk, check_inputs, expand_inputs, iter_chunks
 
-E2E = "e2e"
 ENGINES = ("local", "ray")
 REJECT_COLUMNS = ["file", "line", "reason", "raw"]
 _OUTPUT_SUFFIXES = {".csv.gz": "csv", ".csv": "csv", ".parquet": "parquet"}
@@ -119,8 +121,8 @@ class Plan:
     rejects: Path
     kept: list[str]
     columns: list[str]
-    embedder: object
-    classifier: object
+    embedder: Embedder
+    classifier: Classifier
     head_spec: tuple[str, str]  # ("e2e", run folder) or ("head", folder): how a Ray actor reloads it
     model_id: str
     head_id: str
@@ -188,43 +190,6 @@ def _local_predictions(chunks: Iterator[Chunk], plan: Plan):
         yield chunk, proba, truncated
 
 
-def predict_texts(embedder, classifier, truncation: Truncation, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (rows in ``texts`` order) and which texts the encoder truncated."""
-    if not texts:
-        return np.zeros((0, len(classifier.classes_))), np.zeros(0, dtype=bool)
-    vectors, _ = embedder.embed(texts)
-    return np.asarray(classifier.predict_proba(vectors)), truncation(texts)
-
-
-class Truncation:
-    """Which texts the encoder cuts: more tokens (special tokens included) than its max length.
-
-    Only texts whose UTF-8 length could exceed the limit are tokenized (a token covers at least
-    half a byte for WordPiece, BPE and SentencePiece vocabularies), and verdicts are memoized.
-    """
-
-    def __init__(self, embedder, memo_size: int = 50_000):
-        self.encoder = embedder.load()
-        self.normalize, _ = normalizer(embedder.normalize)
-        self.memo: dict[str, bool] = {}
-        self.memo_size = memo_size
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        limit = self.encoder.max_length
-        normalized = [self.normalize(text) for text in texts]
-        risky = [text for text in normalized if 2 * len(text.encode("utf-8", "surrogatepass")) + 4 > limit]
-        new = list(dict.fromkeys(text for text in risky if text not in self.memo))
-        if new:
-            if len(self.memo) + len(new) > self.memo_size:
-                self.memo.clear()
-            ids = self.encoder.ensure_tokenizer()(new, add_special_tokens=True, truncation=True,
-                                                  max_length=limit + 1)["input_ids"]
-            self.memo.update((text, len(row) > limit) for text, row in zip(new, ids))
-        if not risky:
-            return np.zeros(len(texts), dtype=bool)
-        return np.array([self.memo.get(text, False) for text in normalized], dtype=bool)
-
-
 # -- before any work -----------------------------------------------------------------------------
 def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
     """Check everything that can stop a run, load the classifier and hash the command's identity."""
@@ -276,7 +241,7 @@ def trained_label_column(head_spec: tuple[str, str], classifier) -> str | None:
     try:
         if kind == E2E:
             return classifier.info["config"]["label_col"]
-        from .train_head import REPORT_FILE
+        from comparison.train_head import REPORT_FILE
 
         return json.loads((Path(folder) / REPORT_FILE).read_text())["config"]["label_col"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -360,18 +325,6 @@ def _kept_columns(paths: list[Path], headers: dict[Path, list[str]], keep_cols) 
             raise DataError(f"{path}: no column(s) {', '.join(map(repr, missing))} for --keep-cols; columns "
                             f"found: {', '.join(map(repr, headers[path]))}")
     return keep
-
-
-def load_classifier(spec: tuple[str, str]):
-    """The classifier named by ``Plan.head_spec`` (no checks: ``prepare`` made them)."""
-    kind, folder = spec
-    if kind == E2E:
-        from embed.runs import EndToEndClassifier
-
-        return EndToEndClassifier(folder)
-    from heads import load_head
-
-    return load_head(folder)
 
 
 def _load_checked(head, embedder):

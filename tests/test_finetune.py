@@ -166,8 +166,8 @@ def test_precision_choice(tmp_path, minilm_path):
 
 
 def test_run_shipped_through_fp16_parts_loads_and_predicts_alike(trained, tmp_path):
-    """bench/ship_model.py: a run folder split into small parts and restored loads, checksummed anew."""
-    from bench.ship_model import pack, unpack
+    """scripts/ship_model.py: a run folder split into small parts and restored loads, checksummed anew."""
+    from scripts.ship_model import pack, unpack
     from embed.encoder import Embedder
     from embed.models import RUN_MARKER
     from embed.runs import verify_run

@@ -1,7 +1,7 @@
 """Reliability and security: faults, bad input and hostile files lose nothing and let nothing in.
 
 Kill -9 of ``embed``, ``finetune`` and ``score`` at seeded random points (the trials live in
-``bench/kill_trials.py``, which runs 20 of each; here 1-2 by default and a few more under ``slow``),
+``tests/kill_trials.py``, which runs 20 of each; here 1-2 by default and a few more under ``slow``),
 four ``embed`` processes filling one cache, damaged cache shards, cache index, heads and run folders,
 fuzzed files through ``score``, hostile head folders and checkpoints, a scan of the source for
 unsafe loaders, and a full disk under the cache. RELIABILITY.md lists what each test proves and the
@@ -33,7 +33,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench import kill_trials as kt
+from . import kill_trials as kt
 from cache import CacheError, EmbeddingStore, text_key
 from cli import cli
 from embed.encoder import Embedder
@@ -89,7 +89,7 @@ def invoke(*args):
 
 
 def in_process_runner(warm):
-    """A ``runner`` for bench/kill_trials.py references and reruns: the CLI in this process, MiniLM loaded."""
+    """A ``runner`` for tests/kill_trials.py references and reruns: the CLI in this process, MiniLM loaded."""
 
     def runner(args, work, log):
         import time
@@ -179,7 +179,7 @@ def report(results: list[kt.Trial]) -> None:
 # -- 1. kill -9 at random points -----------------------------------------------------------------
 # The killed command is always a real ``python cli.py`` subprocess; the rerun that must finish the job
 # runs in process (CliRunner, MiniLM already loaded). Default runs use event kills only (odd seeds: no
-# calibration run needed); ``slow`` adds timed kills. bench/kill_trials.py --trials 20 runs 20 of each
+# calibration run needed); ``slow`` adds timed kills. tests/kill_trials.py --trials 20 runs 20 of each
 # kind with subprocess reruns and the shipped commit group.
 
 @pytest.fixture(scope="module")

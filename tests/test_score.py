@@ -163,6 +163,19 @@ def test_kill_9_then_rerun_writes_the_same_bytes(shared, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.csv", "out.rejects.csv"]
 
 
+def crash_on_call(n: int, real):
+    """``real`` (predict_texts), except that its ``n``-th call raises: a crash in the middle of a run."""
+    calls = []
+
+    def predict(*args):
+        calls.append(1)
+        if len(calls) == n:
+            raise RuntimeError("simulated crash")
+        return real(*args)
+
+    return predict
+
+
 @pytest.mark.parametrize("name", ["out.csv", "out.csv.gz", "out.parquet"])
 def test_crash_then_rerun_resumes_byte_identical(shared, tmp_path, monkeypatch, name):
     import scoring.score as module
@@ -170,15 +183,8 @@ def test_crash_then_rerun_resumes_byte_identical(shared, tmp_path, monkeypatch, 
     source = tweets_with_rejects(tmp_path / "in.csv", 300)
     config = ScoreConfig(chunk_rows=40, keep_cols=("id", "text"))
     model = Embedder("minilm", cache_dir=shared["cache"])
-    calls, real = [], module.predict_texts
-
-    def crash_on_fourth(*args):
-        calls.append(1)
-        if len(calls) == 4:
-            raise RuntimeError("simulated crash")
-        return real(*args)
-
-    monkeypatch.setattr(module, "predict_texts", crash_on_fourth)
+    real = module.predict_texts
+    monkeypatch.setattr(module, "predict_texts", crash_on_call(4, real))
     out = tmp_path / "a" / name
     with pytest.raises(RuntimeError, match="simulated crash"):
         score_files([source], out, model, shared["head"], config)
@@ -401,16 +407,9 @@ def test_gold_tally_survives_a_crash_and_resume(shared, tmp_path, monkeypatch):
     source = _labelled(tmp_path / "in.csv", shared["rows"] * 2, "label", [("ok", "Mixed")])
     config = ScoreConfig(chunk_rows=30, label_col="label")
     model = Embedder("minilm", cache_dir=shared["cache"])
-    calls, real = [], module.predict_texts
-
-    def crash_on_third(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("simulated crash")
-        return real(*args)
-
-    monkeypatch.setattr(module, "predict_texts", crash_on_third)
-    with pytest.raises(RuntimeError):
+    real = module.predict_texts
+    monkeypatch.setattr(module, "predict_texts", crash_on_call(3, real))
+    with pytest.raises(RuntimeError, match="simulated crash"):
         score_files([source], tmp_path / "a.csv", model, shared["head"], config)
     monkeypatch.setattr(module, "predict_texts", real)
     resumed = score_files([source], tmp_path / "a.csv", model, shared["head"], config)

@@ -119,7 +119,7 @@ def test_approximate_knn_reports_its_recall(workdir):
 
 def test_compare_train_sizes_refits_every_head_on_samples_without_encoding_again(workdir):
     from embed.encoder import Embedder
-    from scoring.compare import CompareConfig, compare
+    from comparison.compare import CompareConfig, compare
 
     tmp, _ = workdir
     heads = [tmp / "heads" / h for h in ("logistic", "lightgbm", "knn")]
@@ -160,7 +160,7 @@ def test_compare_train_sizes_refits_every_head_on_samples_without_encoding_again
 
 def test_label_curve_samples_are_stratified_and_seeded():
     from embed.errors import TweetheadsError
-    from scoring.label_curve import parse_sizes, sample_rows
+    from comparison.label_curve import parse_sizes, sample_rows
 
     y = np.array(["a"] * 600 + ["b"] * 300 + ["c"] * 100)
     rows = sample_rows(y, 100, seed=1)

@@ -1,4 +1,4 @@
-"""PNG plots for the comparison: confusion matrices, accuracy with intervals, the learning curve."""
+"""PNG plots for the comparison: confusion matrices, accuracy with intervals, the learning and label curves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,8 +61,6 @@ def write_plots(report_dir: Path, rows: list[dict], y: np.ndarray, classes: list
         learning_curve(report_dir / "learning_curve.png", run_metrics, results["card"]["accuracy"])
         written.append("learning_curve.png")
     if "label_curve" in results:
-        from .label_curve import plot_curve
-
         plot_curve(report_dir / "label_curve.png", results["label_curve"], results["label_curve"]["references"])
         written.append("label_curve.png")
     return written
@@ -97,6 +95,28 @@ def learning_curve(path: Path, run_metrics: dict, card_accuracy: float | None = 
         ax.set_xlabel("training step (grey lines: epoch ends)")
         ax.legend(fontsize=8)
     left.set_title("loss"), right.set_title("accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curve(path, curve: dict, references: dict[str, float]) -> None:
+    """``label_curve.png``: accuracy on all test rows against labelled tweets (log x), spread shaded."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for name, points in curve["heads"].items():
+        sizes = [p["size"] for p in points]
+        mean = [p["all"]["accuracy"]["mean"] for p in points]
+        ax.plot(sizes, mean, marker="o", label=name)
+        ax.fill_between(sizes, [p["all"]["accuracy"]["min"] for p in points],
+                        [p["all"]["accuracy"]["max"] for p in points], alpha=0.2)
+    for (label, value), style in zip(references.items(), ("--", ":", "-.")):
+        ax.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{label} {value:.4f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training tweets (stratified samples; shading: min-max over repeats)")
+    ax.set_ylabel("accuracy, all test rows")
+    ax.set_title("accuracy per labelled tweet")
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

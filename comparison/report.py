@@ -1,9 +1,7 @@
 """``report.md`` and the table ``compare`` prints, rendered from ``results.json``."""
 from __future__ import annotations
 
-
-def _f(value, digits=4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+from embed.model_card import fixed
 
 
 def _p(value) -> str:
@@ -30,9 +28,9 @@ def table(results: dict, subset: str) -> list[str]:
         if not m.get("rows"):
             continue
         low, high = m["accuracy_ci95"]
-        cells = [method["name"], _f(m["accuracy"]), f"{low:.3f}-{high:.3f}", _f(m["macro_f1"]), _f(m["macro_recall"])]
-        cells += [_f(m["f1_per_class"][c]) for c in classes]
-        cells += [_p(m["mcnemar_p_vs_e2e"]), _f(method["fit_seconds"], 2), _rate(method["predictions_per_second"])]
+        cells = [method["name"], fixed(m["accuracy"]), f"{low:.3f}-{high:.3f}", fixed(m["macro_f1"]), fixed(m["macro_recall"])]
+        cells += [fixed(m["f1_per_class"][c]) for c in classes]
+        cells += [_p(m["mcnemar_p_vs_e2e"]), fixed(method["fit_seconds"], 2), _rate(method["predictions_per_second"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -1,8 +1,8 @@
 """Kill -9 trials: ``embed``, ``finetune`` and ``score`` killed at seeded random points, then checked and rerun.
 
-    python bench/kill_trials.py --trials 20                  # 20 trials of each kind (RELIABILITY.md has timings)
-    python bench/kill_trials.py --trials 3 --kinds score     # one kind, fewer trials
-    python bench/kill_trials.py --trials 20 --json out.json  # also write every trial as JSON
+    python tests/kill_trials.py --trials 20                  # 20 trials of each kind (RELIABILITY.md has timings)
+    python tests/kill_trials.py --trials 3 --kinds score     # one kind, fewer trials
+    python tests/kill_trials.py --trials 20 --json out.json  # also write every trial as JSON
 
 Each trial starts the real command line (``python cli.py ...``) in a subprocess, sends it SIGKILL at
 a seeded random point and checks what it left behind, then reruns the same command to the end (here
@@ -56,8 +56,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SAMPLE = REPO / "embed" / "samples" / "tweets.csv"
 TOLERANCE = 1e-6  # of the vector's largest component (float32 noise from batch padding is ~2e-7 of it)
-# ``python cli.py`` with the encoder's cache-commit group set first: small groups give a short run many commits
-LAUNCHER = "import sys, embed.encoder as e; e._COMMIT_EVERY = int(sys.argv.pop(1)); import cli; cli.main()"
 SUMMARY = re.compile(r"(\d+) texts, (\d+) cache hits, (\d+) encoded")
 SCORE_SUMMARY = re.compile(r"read ([\d,]+) rows: ([\d,]+) scored \(([\d,]+) truncated\), ([\d,]+) rejected")
 FINETUNE_ARGS = ["--save-every", "2", "--train-batch-size", "4", "--max-length", "32", "--lr", "1e-4", "--seed", "7"]
@@ -227,9 +225,8 @@ def kill_when(proc: subprocess.Popen, trial: Trial, deadline: float, event=None,
 
 
 def _python(*args: str, commit_every: int | None = None) -> list[str]:
-    if commit_every:
-        return [sys.executable, "-c", LAUNCHER, str(commit_every), *args]
-    return [sys.executable, "cli.py", *args]
+    """``python cli.py ARGS``; ``commit_every`` (embed only): small cache-commit groups give a short run many commits."""
+    return [sys.executable, "cli.py", *args] + (["--commit-every", str(commit_every)] if commit_every else [])
 
 
 def _run_trials(kind: str, seeds, one) -> list[Trial]:
@@ -328,7 +325,7 @@ class EmbedTrials:
 def _shipped_commit_group() -> int:
     from embed import encoder
 
-    return encoder._COMMIT_EVERY
+    return encoder.COMMIT_EVERY
 
 
 # -- finetune ------------------------------------------------------------------------------------

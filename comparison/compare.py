@@ -12,7 +12,7 @@ per second. Writes ``results.json``, ``report.md`` and PNG plots (see ``plots.py
 
 With ``train_sizes`` (``--train-sizes 32,128,512,2048,all``) it also refits every head on
 stratified samples of the training file and reports accuracy per labelled tweet
-(:mod:`scoring.label_curve`): the training file is embedded once, through the cache.
+(:mod:`comparison.label_curve`): the training file is embedded once, through the cache.
 """
 from __future__ import annotations
 

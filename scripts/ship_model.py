@@ -4,8 +4,8 @@ The device tool carries at most 64 MiB each way, and brings back files of at mos
 MiniLM's weights are 91 MB in fp32, so this packs a folder as one tar in which every float32
 ``.safetensors`` file is stored in fp16 (half the bytes), split into parts of ``--part-mib``:
 
-    python bench/ship_model.py pack SRC_DIR DEST_DIR [--part-mib 15]   # DEST_DIR/model.tar.partNN
-    python bench/ship_model.py unpack DEST_DIR OUT_DIR                  # fp32 again
+    python scripts/ship_model.py pack SRC_DIR DEST_DIR [--part-mib 15]   # DEST_DIR/model.tar.partNN
+    python scripts/ship_model.py unpack DEST_DIR OUT_DIR                  # fp32 again
 
 The trip rounds each weight to fp16 (11 significant bits; relative error at most 2^-11).
 ``unpack`` writes the weights back as float32 and, for a run folder, records the round trip in

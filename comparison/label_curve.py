@@ -130,26 +130,3 @@ def curve_table(curve: dict, subset: str = "all") -> list[str]:
                          + f" | {point['fit_seconds']:.2f} |")
     return lines
 
-
-def plot_curve(path, curve: dict, references: dict[str, float]) -> None:
-    """``label_curve.png``: accuracy on all test rows against labelled tweets (log x), spread shaded."""
-    from .plots import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for name, points in curve["heads"].items():
-        sizes = [p["size"] for p in points]
-        mean = [p["all"]["accuracy"]["mean"] for p in points]
-        ax.plot(sizes, mean, marker="o", label=name)
-        ax.fill_between(sizes, [p["all"]["accuracy"]["min"] for p in points],
-                        [p["all"]["accuracy"]["max"] for p in points], alpha=0.2)
-    for (label, value), style in zip(references.items(), ("--", ":", "-.")):
-        ax.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{label} {value:.4f}")
-    ax.set_xscale("log")
-    ax.set_xlabel("labelled training tweets (stratified samples; shading: min-max over repeats)")
-    ax.set_ylabel("accuracy, all test rows")
-    ax.set_title("accuracy per labelled tweet")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,0 +1,77 @@
+"""Texts to class probabilities: the piece that both scoring engines run, in the driver or in a Ray actor.
+
+``load_classifier`` rebuilds a head or a run's end-to-end classifier from its spec (``("head",
+folder)`` or ``("e2e", run folder)``), ``predict_texts`` embeds texts through the cache and
+classifies them, and ``Truncation`` tells which texts the encoder cut. :mod:`scoring.score` and
+:mod:`scoring.ray_engine` both import this module, and it imports neither.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from embed.normalize import normalizer
+
+if TYPE_CHECKING:
+    from embed.encoder import Embedder
+
+E2E = "e2e"
+
+
+class Classifier(Protocol):
+    """What scoring needs of a head or a run's end-to-end classifier: its classes and probabilities."""
+
+    classes_: np.ndarray
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+
+def predict_texts(embedder: Embedder, classifier: Classifier, truncation: Truncation,
+                  texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (rows in ``texts`` order) and which texts the encoder truncated."""
+    if not texts:
+        return np.zeros((0, len(classifier.classes_))), np.zeros(0, dtype=bool)
+    vectors, _ = embedder.embed(texts)
+    return np.asarray(classifier.predict_proba(vectors)), truncation(texts)
+
+
+class Truncation:
+    """Which texts the encoder cuts: more tokens (special tokens included) than its max length.
+
+    Only texts whose UTF-8 length could exceed the limit are tokenized (a token covers at least
+    half a byte for WordPiece, BPE and SentencePiece vocabularies), and verdicts are memoized.
+    """
+
+    def __init__(self, embedder: Embedder, memo_size: int = 50_000):
+        self.encoder = embedder.load()
+        self.normalize, _ = normalizer(embedder.normalize)
+        self.memo: dict[str, bool] = {}
+        self.memo_size = memo_size
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        limit = self.encoder.max_length
+        normalized = [self.normalize(text) for text in texts]
+        risky = [text for text in normalized if 2 * len(text.encode("utf-8", "surrogatepass")) + 4 > limit]
+        new = list(dict.fromkeys(text for text in risky if text not in self.memo))
+        if new:
+            if len(self.memo) + len(new) > self.memo_size:
+                self.memo.clear()
+            ids = self.encoder.ensure_tokenizer()(new, add_special_tokens=True, truncation=True,
+                                                  max_length=limit + 1)["input_ids"]
+            self.memo.update((text, len(row) > limit) for text, row in zip(new, ids))
+        if not risky:
+            return np.zeros(len(texts), dtype=bool)
+        return np.array([self.memo.get(text, False) for text in normalized], dtype=bool)
+
+
+def load_classifier(spec: tuple[str, str]) -> Classifier:
+    """The classifier named by ``Plan.head_spec`` (no checks: ``prepare`` made them)."""
+    kind, folder = spec
+    if kind == E2E:
+        from embed.runs import EndToEndClassifier
+
+        return EndToEndClassifier(folder)
+    from heads import load_head
+
+    return load_head(folder)

@@ -1,0 +1,103 @@
+"""The shape of the house: imports between the project's modules run one way, lazy ones included.
+
+Every ``import`` and ``from ... import`` in the packages and ``cli.py`` is read with ``ast``
+(imports inside functions too: hiding a cycle in a function does not remove it), and the graph of
+module -> module edges must have no cycle. The rooms' doors: ``cli.py`` is imported by nothing,
+``cache/`` imports no other room, and ``heads/`` imports neither ``embed/`` nor ``cache/``; ``fileio.py``
+(atomic writes, sha256) imports nothing of the project and every room may use it.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from .conftest import REPO
+
+PACKAGES = ("embed", "heads", "cache", "scoring", "comparison")
+SHARED = "fileio"  # a module every room may import: it imports none of them
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """``{module: {project modules it imports}}`` for every module of the packages and cli.py."""
+    files = [REPO / "cli.py", REPO / f"{SHARED}.py"] + [p for pkg in PACKAGES for p in sorted((REPO / pkg).glob("*.py"))]
+    names = {_module_name(p) for p in files}
+    graph: dict[str, set[str]] = {}
+    for path in files:
+        module = _module_name(path)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    root = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(root + ([base] if base else []))
+                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            edges |= {t for t in targets if t in names and t != module}
+        graph[module] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as a list of modules (first repeated at the end), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycles_even_through_imports_inside_functions():
+    graph = import_graph()
+    assert {"embed.models", "embed.runs", "scoring.score", "scoring.ray_engine", "heads.base"} <= set(graph)
+    cycle = find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_hidden_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_rooms_keep_their_doors():
+    graph = import_graph()
+
+    def room(module: str) -> str:
+        return module.split(".")[0]
+
+    for module, edges in graph.items():
+        assert "cli" not in edges, f"{module} imports cli.py"
+        rooms = {room(e) for e in edges} - {room(module), SHARED}
+        if module == SHARED:
+            assert not edges, f"{SHARED}.py imports {edges}: it must import nothing of the project"
+        if room(module) == "cache":
+            assert not rooms, f"{module} imports {rooms}: cache/ knows keys and arrays only"
+        if room(module) == "heads":
+            assert not rooms & {"embed", "cache", "scoring"}, f"{module} imports {rooms}: heads see arrays only"
