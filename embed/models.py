@@ -199,14 +199,64 @@ def hidden_size(folder: Path) -> int:
         raise ModelError(f"{cfg}: cannot read the model's width ({exc}); is this a complete model folder?") from exc
 
 
+MAX_PARAMETERS = 3_000_000_000  # 12 GB in fp32; the encoders here have 23M (MiniLM) to 110M (MPNet)
+MAX_TOKENIZER_BYTES = 256 << 20  # a large multilingual tokenizer.json is under 20 MB
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse a model folder before anything is loaded or allocated from it.
+
+    Weights must come as safetensors: a folder whose only weights are pickle files
+    (``pytorch_model.bin``, ``*.pt``) is refused, since unpickling can run code. config.json's
+    sizes must be whole numbers that add up to at most ``MAX_PARAMETERS`` (a damaged or hostile
+    config with a hidden size of 10^6 would otherwise ask for terabytes), and no tokenizer file may
+    be over ``MAX_TOKENIZER_BYTES``.
+    """
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    safe = any(n.endswith(".safetensors") for n in names)
+    pickled = sorted(n for n in names if n.endswith(_PICKLE_SUFFIXES) and n != "training_args.bin")
+    if pickled and not safe:
+        raise ModelError(f"{folder}: its weights are only in {', '.join(pickled)}, pickle files, which can run code "
+                         "when loaded; tweetheads loads safetensors only. Convert them once where you trust the "
+                         "file (e.g. save_pretrained(..., safe_serialization=True)) or use a folder with "
+                         "model.safetensors")
+    cfg = folder / "config.json"
+    if cfg.is_file():
+        try:
+            config = json.loads(cfg.read_text())
+        except (OSError, ValueError, RecursionError) as exc:
+            raise ModelError(f"{cfg}: not readable JSON ({exc}); is this a complete model folder?") from exc
+        sizes = {}
+        for key, names_ in (("hidden", ("hidden_size", "dim", "d_model")), ("layers", ("num_hidden_layers", "n_layers")),
+                            ("vocab", ("vocab_size",)), ("ffn", ("intermediate_size", "hidden_dim")),
+                            ("positions", ("max_position_embeddings",))):
+            value = next((config[n] for n in names_ if isinstance(config, dict) and n in config), 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ModelError(f"{cfg}: {names_[0]} should be a whole number, found {value!r}; the config is damaged")
+            sizes[key] = value
+        h = sizes["hidden"]
+        estimate = (sizes["vocab"] + sizes["positions"]) * h + sizes["layers"] * (4 * h * h + 2 * h * (sizes["ffn"] or 4 * h))
+        if estimate > MAX_PARAMETERS:
+            raise ModelError(f"{cfg}: hidden size {h:,}, {sizes['layers']:,} layers, vocabulary {sizes['vocab']:,}: about "
+                             f"{estimate / 1e9:,.1f} billion parameters, over the {MAX_PARAMETERS / 1e9:.0f} billion this "
+                             "project loads; refusing before allocating them. Is config.json damaged?")
+    for name in _TOKENIZER_FILES:
+        path = folder / name
+        if path.is_file() and path.stat().st_size > MAX_TOKENIZER_BYTES:
+            raise ModelError(f"{path}: {path.stat().st_size / 2**20:,.0f} MiB, over the {MAX_TOKENIZER_BYTES >> 20} MiB "
+                             "a tokenizer file may have here; refusing to load it. Is the file damaged?")
+
+
 def load_encoder(source: ModelSource, *, model: bool = True, tokenizer: bool = True):
     """Load ``(model, tokenizer)`` with transformers from a resolved source (either may be skipped: None)."""
+    folder = transformer_dir(source.path)
+    check_model_folder(folder)
     from transformers import AutoModel, AutoTokenizer
 
-    folder = transformer_dir(source.path)
     try:
         tok = AutoTokenizer.from_pretrained(str(folder)) if tokenizer else None
-        net = AutoModel.from_pretrained(str(folder)) if model else None
+        net = AutoModel.from_pretrained(str(folder), use_safetensors=True) if model else None
     except (OSError, ValueError) as exc:
         raise ModelError(f"{folder}: cannot load a transformer and tokenizer ({str(exc).splitlines()[0]})") from exc
     return net, tok
@@ -229,6 +279,7 @@ def _digest_files(folder: Path, names: tuple[str, ...]) -> str:
 def fingerprint(source: ModelSource, pooling: str, max_length: int, normalization: str, precision: str) -> str:
     """Hash of everything that decides a vector: weights, tokenizer, pooling, length, normalization, precision."""
     folder = transformer_dir(source.path)
+    check_model_folder(folder)  # before hashing or loading anything from it
     parts = {
         "weights": _digest_files(folder, _WEIGHT_FILES),
         "tokenizer": _digest_files(folder, _TOKENIZER_FILES),

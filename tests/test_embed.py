@@ -150,3 +150,63 @@ def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert encoder.pick_precision("fp32", "cpu") == "fp32"
     with pytest.raises(ModelError, match="precision must be one of"):
         encoder.pick_precision("int4", "cpu")
+
+
+def _minilm_copy(minilm_path: Path, dest: Path) -> Path:
+    """The packaged MiniLM's files, the weights linked rather than copied."""
+    import shutil
+
+    shutil.copytree(minilm_path, dest, ignore=shutil.ignore_patterns("model.safetensors"))
+    (dest / "model.safetensors").symlink_to(minilm_path / "model.safetensors")
+    return dest
+
+
+class _Payload:
+    """Unpickling this writes a marker file: proof that a pickle ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("pickle", "pickle files, which can run code when loaded"),
+    ("hidden", "billion parameters, over the 3 billion"),
+    ("tokenizer", "MiB, over the 256 MiB a tokenizer file may have"),
+    ("config", "num_hidden_layers should be a whole number"),
+])
+def test_hostile_model_folders_are_refused_before_loading(minilm_path, tmp_path, damage, message):
+    import pickle
+
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    folder = _minilm_copy(minilm_path, tmp_path / "model")
+    marker = tmp_path / "marker"
+    config = json.loads((folder / "config.json").read_text())
+    if damage == "pickle":
+        (folder / "model.safetensors").unlink()
+        (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
+    elif damage == "hidden":
+        config["hidden_size"] = 10 ** 6
+    elif damage == "config":
+        config["num_hidden_layers"] = "6; rm -rf /"
+    else:
+        with open(folder / "tokenizer.json", "r+b") as handle:
+            handle.truncate(300 << 20)  # sparse: 300 MiB on paper, nothing written
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=message):
+        Embedder(str(folder), cache_dir=None).embed(["a tweet"])
+    from embed.finetune import FinetuneConfig, fine_tune
+
+    data = tmp_path / "train.csv"
+    data.write_text("text,label\ngood,a\nbad,b\n")
+    with pytest.raises(ModelError, match=message):
+        fine_tune(data, tmp_path / "run", FinetuneConfig(model=str(folder), max_steps=1, progress=False))
+    result = CliRunner().invoke(cli, ["embed", "--model", str(folder), "--input", str(data), "--cache-dir",
+                                      str(tmp_path / "cache")])
+    assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1
+    assert not marker.exists()
