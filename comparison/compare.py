@@ -130,20 +130,19 @@ def compare(embedder, run_dir, test_path, head_dirs: list, report_dir=None, trai
     run_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     add(f"end-to-end ({info.get('base_model', 'run')})", "e2e", e2e_pred,
         run_metrics.get("train_seconds"), predictions_per_second(e2e, X))
-    for folder, head in heads:
+    named = [(f"{head.name} ({folder.name})", folder, head) for folder, head in heads]
+    for name, folder, head in named:
         report_file = folder / REPORT_FILE
         fit_seconds = json.loads(report_file.read_text()).get("fit_seconds") if report_file.exists() else None
-        name = json.loads((folder / "head.json").read_text())["head"]
-        add(f"{name} ({folder.name})", "head", head.predict(X), fit_seconds, predictions_per_second(head, X))
+        add(name, "head", head.predict(X), fit_seconds, predictions_per_second(head, X))
     curve = None
     if config.train_sizes:
         from .label_curve import CurveConfig, label_curve
 
         X_train, _ = embedder.embed(train.texts)  # cached: encoded at most once
-        curve = label_curve([(f"{head.name} ({folder.name})", head) for folder, head in heads], X_train,
-                            np.asarray(train.labels), X, y, novel,
-                            CurveConfig(tuple(config.train_sizes), config.repeats, config.seed))
-        curve["references"] = {"end-to-end, all training rows": rows[1]["all"]["accuracy"],
+        curve = label_curve([(name, head) for name, _, head in named], X_train, np.asarray(train.labels), X, y,
+                            novel, CurveConfig(tuple(config.train_sizes), config.repeats, config.seed))
+        curve["references"] = {"end-to-end, all training rows": float(reference_correct.mean()),
                                CARD["name"]: CARD["accuracy"]}
     results = {
         "test": str(test_path), "train": str(train_path), "run": str(run_dir), "model": enc.description,

@@ -18,15 +18,15 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.model_selection import train_test_split
 
 from embed.errors import TweetheadsError
+from heads.base import SELECT_METRICS as METRICS
+from heads.base import selection_score
 
 from .train_head import select_and_fit
 
 ALL = "all"
-METRICS = ("accuracy", "macro_f1", "macro_recall")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,10 @@ def parse_sizes(text: str) -> tuple:
 
 
 def sample_rows(y: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """A stratified sample of ``size`` row indexes (sorted), every class at least twice; all rows if ``size >= len(y)``."""
+    """A stratified sample of ``size`` row indexes (sorted), every class at least twice.
+
+    All rows when ``size >= len(y)``.
+    """
     if size >= len(y):
         return np.arange(len(y))
     classes, counts = np.unique(y, return_counts=True)
@@ -75,11 +78,8 @@ def searchable(head):
 
 
 def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    if len(y_true) == 0:
-        return {}
-    return {"accuracy": float(accuracy_score(y_true, y_pred)),
-            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-            "macro_recall": float(recall_score(y_true, y_pred, average="macro", zero_division=0))}
+    """The metrics the heads select on (``selection_score``), or none for an empty subset."""
+    return {m: selection_score(m, y_true, y_pred) for m in METRICS} if len(y_true) else {}
 
 
 def label_curve(heads: list[tuple[str, object]], X: np.ndarray, y: np.ndarray, X_test: np.ndarray,
@@ -89,30 +89,32 @@ def label_curve(heads: list[tuple[str, object]], X: np.ndarray, y: np.ndarray, X
         raise TweetheadsError(f"--repeats must be a whole number of at least 1, got {config.repeats!r}")
     y, y_test = np.asarray(y), np.asarray(y_test)
     sizes = sorted({len(y) if s == ALL else min(int(s), len(y)) for s in config.sizes})
-    curve = {"sizes": sizes, "repeats": config.repeats, "train_rows": int(len(y)), "heads": {}}
-    for name, head in heads:
-        points = []
-        for size in sizes:
-            runs = []
-            for repeat in range(1 if size >= len(y) else config.repeats):
-                seed = config.seed + repeat
-                rows = sample_rows(y, size, seed)
+    runs: dict[tuple[str, int], list[dict]] = {(name, size): [] for name, _ in heads for size in sizes}
+    for size in sizes:
+        for repeat in range(1 if size >= len(y) else config.repeats):
+            seed = config.seed + repeat
+            rows = sample_rows(y, size, seed)  # one sample per draw, the same for every head
+            for name, head in heads:
                 start = time.perf_counter()
                 fitted = select_and_fit(searchable(head), X[rows], y[rows], seed=seed)
                 fit_seconds = time.perf_counter() - start
                 predicted = fitted.predict(X_test)
-                runs.append({"seed": seed, "fit_seconds": fit_seconds, "chose": fitted.selected_params(),
-                             "all": _scores(y_test, predicted), "novel": _scores(y_test[novel], predicted[novel])})
-            point = {"size": size, "runs": runs,
-                     "fit_seconds": float(np.mean([r["fit_seconds"] for r in runs]))}
-            for subset in ("all", "novel"):
-                point[subset] = {m: {"mean": float(np.mean([r[subset][m] for r in runs])),
-                                     "min": float(min(r[subset][m] for r in runs)),
-                                     "max": float(max(r[subset][m] for r in runs))}
-                                 for m in METRICS if runs[0][subset]}
-            points.append(point)
-        curve["heads"][name] = points
-    return curve
+                runs[name, size].append({"seed": seed, "fit_seconds": fit_seconds, "chose": fitted.selected_params(),
+                                         "all": _scores(y_test, predicted),
+                                         "novel": _scores(y_test[novel], predicted[novel])})
+    return {"sizes": sizes, "repeats": config.repeats, "train_rows": int(len(y)),
+            "heads": {name: [_point(size, runs[name, size]) for size in sizes] for name, _ in heads}}
+
+
+def _point(size: int, runs: list[dict]) -> dict:
+    """One size of one head: its runs, mean fit seconds, and mean/min/max of each metric per subset."""
+    point = {"size": size, "runs": runs, "fit_seconds": float(np.mean([r["fit_seconds"] for r in runs]))}
+    for subset in ("all", "novel"):
+        point[subset] = {m: {"mean": float(np.mean([r[subset][m] for r in runs])),
+                             "min": float(min(r[subset][m] for r in runs)),
+                             "max": float(max(r[subset][m] for r in runs))}
+                         for m in METRICS if runs[0][subset]}
+    return point
 
 
 def curve_table(curve: dict, subset: str = "all") -> list[str]:

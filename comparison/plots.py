@@ -61,7 +61,7 @@ def write_plots(report_dir: Path, rows: list[dict], y: np.ndarray, classes: list
         learning_curve(report_dir / "learning_curve.png", run_metrics, results["card"]["accuracy"])
         written.append("learning_curve.png")
     if "label_curve" in results:
-        plot_curve(report_dir / "label_curve.png", results["label_curve"], results["label_curve"]["references"])
+        plot_curve(report_dir / "label_curve.png", results["label_curve"])
         written.append("label_curve.png")
     return written
 
@@ -100,8 +100,9 @@ def learning_curve(path: Path, run_metrics: dict, card_accuracy: float | None = 
     plt.close(fig)
 
 
-def plot_curve(path, curve: dict, references: dict[str, float]) -> None:
-    """``label_curve.png``: accuracy on all test rows against labelled tweets (log x), spread shaded."""
+def plot_curve(path: Path, curve: dict) -> None:
+    """``label_curve.png``: accuracy on all test rows against labelled tweets (log x), spread shaded, with
+    ``curve["references"]`` (the end-to-end model, the card) as horizontal lines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for name, points in curve["heads"].items():
@@ -110,7 +111,7 @@ def plot_curve(path, curve: dict, references: dict[str, float]) -> None:
         ax.plot(sizes, mean, marker="o", label=name)
         ax.fill_between(sizes, [p["all"]["accuracy"]["min"] for p in points],
                         [p["all"]["accuracy"]["max"] for p in points], alpha=0.2)
-    for (label, value), style in zip(references.items(), ("--", ":", "-.")):
+    for (label, value), style in zip(curve.get("references", {}).items(), ("--", ":", "-.")):
         ax.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{label} {value:.4f}")
     ax.set_xscale("log")
     ax.set_xlabel("labelled training tweets (stratified samples; shading: min-max over repeats)")
