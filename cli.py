@@ -360,7 +360,8 @@ def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, r
     keep = None if keep_cols is None else tuple(c.strip() for c in keep_cols.split(",") if c.strip())
     embedder = _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir, progress=False)
     config = ScoreConfig(text_col=text_col, keep_cols=keep, prefix=prefix, label_col=label_col, rejects=rejects,
-                         chunk_rows=chunk_rows, engine=engine, concurrency=concurrency, ray_address=ray_address, progress=True)
+                         chunk_rows=chunk_rows, engine=engine, concurrency=concurrency, ray_address=ray_address,
+                         progress=True)
     summary = score_files(list(inputs), output, embedder, head, config)
     click.echo(f"wrote {summary.output}")
     click.echo(summary.line())

@@ -240,7 +240,8 @@ def main(argv=None) -> int:
         else:
             stamp = (f"_Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC by `{command}`"
                      f"{' (quick sizes)' if args.quick else ''} in {seconds / 60:.1f} min on {cpu_summary()}; load "
-                     f"average at start {load[0]:.2f}. Alone: `python bench/{name}.py{' --quick' if args.quick else ''}`._\n\n")
+                     f"average at start {load[0]:.2f}. "
+                     f"Alone: `python bench/{name}.py{' --quick' if args.quick else ''}`._\n\n")
         write_section(name, stamp + body)
         common.log(f"=== {name}: {seconds:.0f} s ===")
     if failed:

@@ -28,7 +28,8 @@ def table(results: dict, subset: str) -> list[str]:
         if not m.get("rows"):
             continue
         low, high = m["accuracy_ci95"]
-        cells = [method["name"], fixed(m["accuracy"]), f"{low:.3f}-{high:.3f}", fixed(m["macro_f1"]), fixed(m["macro_recall"])]
+        cells = [method["name"], fixed(m["accuracy"]), f"{low:.3f}-{high:.3f}", fixed(m["macro_f1"]),
+                 fixed(m["macro_recall"])]
         cells += [fixed(m["f1_per_class"][c]) for c in classes]
         cells += [_p(m["mcnemar_p_vs_e2e"]), fixed(method["fit_seconds"], 2), _rate(method["predictions_per_second"])]
         lines.append("| " + " | ".join(cells) + " |")

@@ -95,7 +95,8 @@ def select_and_fit(head, X: np.ndarray, y: np.ndarray, select_on: str = "train",
         return head.fit(X, y, X_eval=X_eval, y_eval=y_eval)
     counts = np.unique(y, return_counts=True)[1]
     stratify = y if counts.min() >= 2 else None
-    hold = max(int(np.ceil(0.1 * len(y))), len(counts) if stratify is not None else 1)  # a stratified holdout needs every class
+    # 10% of the rows, and at least one of each class when stratified
+    hold = max(int(np.ceil(0.1 * len(y))), len(counts) if stratify is not None else 1)
     fit_rows, hold_rows = train_test_split(np.arange(len(y)), test_size=hold, random_state=seed, stratify=stratify)
     probe = clone(head).fit(X[fit_rows], y[fit_rows], X_eval=X[hold_rows], y_eval=y[hold_rows])
     return probe.refit(X, y)

@@ -56,7 +56,7 @@ class KNNHead(BaseHead):
         Where the index lives (a GPU when faiss-gpu sees one).
     n_threads : int or None, default=None
         FAISS threads (process-wide), only when given.
-    class_weight : None or "balanced", default=None
+    class_weight : None, "balanced" or dict, default=None
         Per-class vote weights.
     select_metric : {"accuracy", "macro_f1", "macro_recall"}, default="accuracy"
         What chooses ``k``.

@@ -134,7 +134,7 @@ class LogisticHead(BaseHead):
                 self.C_ = float(self.C)
             elif X_eval is not None:
                 Xe = scaler.transform(X_eval.astype(np.float32))
-                self.C_, model = self._walk(Xs, y, Xe, y_eval, self.patience)
+                self.C_, model = self._walk(Xs, y, Xe, y_eval)
             else:
                 self.C_ = self._choose_by_cv(X, y)
         if model is None:
@@ -148,7 +148,7 @@ class LogisticHead(BaseHead):
         self.coef_, self.intercept_ = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
         self.n_iter_ = int(model.n_iter_.max())
 
-    def _walk(self, Xs, y, Xe, y_eval, patience: int | None):
+    def _walk(self, Xs, y, Xe, y_eval):
         """Warm-started path over the grid; ``(best C, its fitted model)``, scored on (Xe, y_eval)."""
         model = self._logreg(0.0, warm_start=True)
         best = (-np.inf, None, None)
@@ -160,7 +160,7 @@ class LogisticHead(BaseHead):
                 best, since = (score, C, (model.coef_.copy(), model.intercept_.copy(), model.n_iter_.copy())), 0
             else:
                 since += 1
-                if patience is not None and since >= patience:
+                if since >= self.patience:
                     break
         _, C, (coef, intercept, n_iter) = best
         model.coef_, model.intercept_, model.n_iter_ = coef, intercept, n_iter

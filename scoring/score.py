@@ -54,12 +54,12 @@ from embed.data import file_format
 from embed.errors import DataError, ModelError
 
 from .gold import GoldTally
-
-if TYPE_CHECKING:
-    from embed.encoder import Embedder
 from .output import CsvOutput, ParquetOutput, Progress, arrow_column, as_text, parquet_schema, sibling
 from .predict import E2E, Classifier, Truncation, predict_texts
 from .reader import Chunk, check_inputs, expand_inputs, iter_chunks
+
+if TYPE_CHECKING:
+    from embed.encoder import Embedder
 
 ENGINES = ("local", "ray")
 REJECT_COLUMNS = ["file", "line", "reason", "raw"]
