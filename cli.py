@@ -16,7 +16,7 @@ from embed.errors import TweetheadsError
 from embed.finetune import FinetuneConfig
 from embed.models import PRECISIONS
 from heads.base import SELECT_METRICS
-from scoring.score import ENGINES, ScoreConfig
+from scoring.score import ENGINES, PART_FORMATS, ScoreConfig
 
 _FT = FinetuneConfig()  # the reference card's recipe: every CLI default comes from here
 
@@ -322,8 +322,8 @@ def cache_clear(store, cache_dir):
                                              "run folder or hub id.")
 @click.option("--head", required=True, help="Head folder (written by a head's save), or e2e: the run's own "
                                             "classifier (--model must then be the run folder).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output file: .csv, .csv.gz or .parquet.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
+              help="Output file: .csv, .csv.gz or .parquet (--engine ray: a folder of part files).")
 @text_col_option
 @click.option("--keep-cols", default=None,
               help="Comma-separated input columns to write, in this order [default: all, in input order].")
@@ -337,23 +337,30 @@ def cache_clear(store, cache_dir):
               help="Rejected rows (file,line,reason,raw) [default: OUT's name ending .rejects.csv].")
 @click.option("--chunk-rows", type=int, default=4096, help="Records per chunk (the unit of resume).")
 @click.option("--engine", type=click.Choice(ENGINES), default=ScoreConfig.engine,
-              help="ray: Ray Data actors embed and classify (needs tweetheads[ray]); resume is for local.")
+              help="ray: Ray workers read, embed, classify and write part files into the --output folder "
+                   "(needs tweetheads[ray]).")
 @click.option("--ray-address", default=None, help="Join this Ray cluster [default: start a local Ray].")
 @click.option("--concurrency", type=int, default=1, help="Ray actors, one model copy (and GPU, if any) each.")
+@click.option("--part-format", type=click.Choice(PART_FORMATS), default=ScoreConfig.part_format,
+              help="Ray: the scored part files' format.")
+@click.option("--actor-cpus", type=float, default=ScoreConfig.actor_cpus,
+              help="Ray: CPUs each scoring actor reserves (readers take 0.5 each).")
 @_embed_options
 @cache_dir_option
 def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, rejects, chunk_rows, engine,
-          ray_address, concurrency, pooling, max_length, batch_size, device, precision, cache_dir):
+          ray_address, concurrency, part_format, actor_cpus, pooling, max_length, batch_size, device, precision,
+          cache_dir):
     """Label INPUTS (files, folders, globs; CSV/TSV/JSONL/Parquet, optionally .gz) into one output file.
 
     Writes every input column, then pred_label, pred_proba_<class> per class, pred_model and pred_head.
     When the inputs have the gold label column, the summary also gives accuracy and macro-F1 against
     it. Rows that cannot be scored go to the rejects file with their line and reason; read = scored +
-    rejected. Memory
-    stays bounded: the input is read and written chunk by chunk. If a run stops (crash, kill, Ctrl-C),
-    rerunning the same command resumes after the last finished chunk (--engine local) and writes the
-    same bytes as an uninterrupted run. The head must come from --model with the same --pooling,
-    --max-length and --precision; a mismatch stops before any work.
+    rejected. Memory stays bounded: the input is read and written chunk by chunk. If a run stops
+    (crash, kill, Ctrl-C), rerunning the same command resumes after the last finished chunk and writes
+    the same rows as an uninterrupted run. With --engine ray, Ray workers do the reading, scoring and
+    writing: OUT is a folder (scored/ and rejects/ part files, in input order, and manifest.json with
+    each file's counts). The head must come from --model with the same --pooling, --max-length and
+    --precision; a mismatch stops before any work.
     """
     from scoring.score import score_files
 
@@ -361,7 +368,7 @@ def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, r
     embedder = _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir, progress=False)
     config = ScoreConfig(text_col=text_col, keep_cols=keep, prefix=prefix, label_col=label_col, rejects=rejects,
                          chunk_rows=chunk_rows, engine=engine, concurrency=concurrency, ray_address=ray_address,
-                         progress=True)
+                         part_format=part_format, actor_cpus=actor_cpus, progress=True)
     summary = score_files(list(inputs), output, embedder, head, config)
     click.echo(f"wrote {summary.output}")
     click.echo(summary.line())

@@ -52,6 +52,15 @@ class GoldTally:
                 continue
             self.confusion[at, guess] += 1
 
+    def merge(self, other: GoldTally) -> None:
+        """Add another tally of the same column and classes (chunks counted apart, e.g. by Ray workers)."""
+        self.confusion += other.confusion
+        self.missing += other.missing
+        self.unknown += other.unknown
+        for label in other.unknown_labels:
+            if label not in self.unknown_labels and len(self.unknown_labels) < _EXAMPLES:
+                self.unknown_labels.append(label)
+
     @property
     def labelled(self) -> int:
         return int(self.confusion.sum())

@@ -32,9 +32,11 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embed.data import file_format
 from fileio import atomic_path, fsync_dir, write_atomic
 
 PROGRESS_VERSION = 1
@@ -249,3 +251,69 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
                 column = column.cast(field.type)
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+REJECT_COLUMNS = ["file", "line", "reason", "raw"]
+
+
+def reject_rows(chunk) -> list[list]:
+    """A chunk's rejects as rows of the rejects file (``REJECT_COLUMNS``)."""
+    return [[str(r.file), r.line, r.reason, r.raw] for r in chunk.rejects]
+
+
+class RowFormatter:
+    """A chunk's good rows plus the predictions as output rows: CSV cells or an Arrow table.
+
+    Holds only names, classes and per-file Arrow type hints, so it pickles: both engines format
+    with it, the local one in the driver and the Ray one in the workers, so their output agrees.
+    """
+
+    def __init__(self, kept: list[str], columns: list[str], classes: list, model_id: str, head_id: str):
+        self.kept, self.columns, self.classes = list(kept), list(columns), np.asarray(classes)
+        self.ids = [model_id, head_id]
+        self.hints: dict[Path, dict] = {}
+
+    def labels(self, picked: np.ndarray) -> np.ndarray:
+        return self.classes[picked]
+
+    def rows(self, chunk, picked: np.ndarray, proba: np.ndarray) -> list[list]:
+        at = [chunk.columns.index(name) for name in self.kept]
+        return [[as_text(row[i]) for i in at] + [str(label)] + [str(p) for p in probs] + self.ids
+                for row, label, probs in zip(chunk.rows, self.labels(picked), proba)]
+
+    def table(self, chunk, picked: np.ndarray, proba: np.ndarray) -> pa.Table:
+        hints = self._hints(chunk.file)
+        at = [chunk.columns.index(name) for name in self.kept]
+        arrays = [arrow_column([row[i] for row in chunk.rows], hints[name]) for name, i in zip(self.kept, at)]
+        arrays.append(pa.array(self.labels(picked).tolist(), type=self._label_type()))
+        arrays += [pa.array(proba[:, j].astype(np.float64)) for j in range(proba.shape[1])]
+        arrays += [pa.array([value] * len(chunk.rows), type=pa.string()) for value in self.ids]
+        return pa.Table.from_arrays(arrays, names=self.columns)
+
+    def gold_cells(self, chunk, column: str) -> list:
+        """The chunk's gold cells of ``column`` (None for each row when its file has no such column)."""
+        at = chunk.columns.index(column) if column in chunk.columns else None
+        return [None if at is None else row[at] for row in chunk.rows]
+
+    def _hints(self, path: Path) -> dict:
+        """Arrow types for the kept columns of one input file: strings for CSV/TSV, Parquet's own."""
+        if path not in self.hints:
+            fmt = file_format(path)
+            if fmt == "parquet":
+                schema = parquet_schema(path)
+                self.hints[path] = {c: schema.field(schema.names.index(c)).type for c in self.kept}
+            else:
+                self.hints[path] = {c: pa.string() if fmt in ("csv", "tsv") else None for c in self.kept}
+        return self.hints[path]
+
+    def _label_type(self) -> pa.DataType:
+        return pa.string() if self.classes.dtype.kind in "US" else pa.from_numpy_dtype(self.classes.dtype)
+
+    def empty_schema(self, path: Path) -> pa.Schema:
+        """The output schema when no chunk has a good row (JSONL columns: strings)."""
+        hints = self._hints(path)
+        fields = [pa.field(c, hints[c] or pa.string()) for c in self.kept]
+        fields.append(pa.field(self.columns[len(self.kept)], self._label_type()))
+        fields += [pa.field(c, pa.float64()) for c in self.columns[len(self.kept) + 1:-2]]
+        fields += [pa.field(c, pa.string()) for c in self.columns[-2:]]
+        return pa.schema(fields)

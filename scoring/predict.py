@@ -28,12 +28,13 @@ class Classifier(Protocol):
 
 
 def predict_texts(embedder: Embedder, classifier: Classifier, truncation: Truncation,
-                  texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (rows in ``texts`` order) and which texts the encoder truncated."""
+                  texts: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Class probabilities (rows in ``texts`` order), which texts the encoder truncated, and how many
+    distinct texts had to be encoded (the rest came from the cache)."""
     if not texts:
-        return np.zeros((0, len(classifier.classes_))), np.zeros(0, dtype=bool)
-    vectors, _ = embedder.embed(texts)
-    return np.asarray(classifier.predict_proba(vectors)), truncation(texts)
+        return np.zeros((0, len(classifier.classes_))), np.zeros(0, dtype=bool), 0
+    vectors, stats = embedder.embed(texts)
+    return np.asarray(classifier.predict_proba(vectors)), truncation(texts), stats.encoded
 
 
 class Truncation:

@@ -1,36 +1,77 @@
-"""``--engine ray``: the chunks' texts embedded and classified by a pool of Ray Data actors.
+"""``--engine ray``: reading, rejects, embedding, the head and writing all on Ray workers.
 
-The driver still reads every file with :mod:`scoring.reader` and writes through
-:mod:`scoring.output`, so rejects, row order, output bytes and the progress file are exactly the
-local engine's; only the good rows' texts travel to Ray. They go in windows of whole chunks (up to
-``WINDOW_ROWS`` rows, so memory stays bounded): each window becomes a dataset with one block per
-chunk and a row index column, ``map_batches`` runs :class:`ChunkScorer` actors (each builds the
-``Embedder`` and the classifier once, in ``__init__``; one GPU each when the cluster has GPUs)
-with ``batch_size=None``, so every call sees one whole chunk as the local engine does, and the
-results are put back in row order by the index. Labels are taken from the probabilities in the
-driver, as locally.
+The driver plans (which files, which chunks are already done), follows progress and checks the
+accounting at the end; it never parses an input row or writes an output row. One Ray Data pipeline:
 
-The actors read and fill the same embedding cache (a shared folder on a multi-node cluster), so
-texts embedded by either engine are not encoded again. ``ray_address`` joins a running cluster
-(every node needs this package and the model); otherwise a local Ray is started and shut down.
-Left out: reading input files on the workers, and resume guarantees (resuming is tested for the
-local engine only; a Ray run uses the same progress file, at chunk granularity).
+    input files --(read tasks: one per file, READ_CPUS each)--> one row per chunk
+                --(ChunkWriter actors: ActorPoolStrategy(size=concurrency), one GPU each where the
+                   cluster has GPUs)--> part files on disk + one small record per chunk to the driver
+
+A read task streams its file through :func:`scoring.reader.iter_chunks`, the local engine's reader,
+so the chunks, reject reasons and line numbers are the same. A ``ChunkWriter`` builds the
+``Embedder`` and the classifier once, then for each chunk embeds through the cache, classifies,
+formats the rows with the local engine's :class:`scoring.output.RowFormatter`, and writes::
+
+    OUT/scored/part-FFFFF-CCCCCCCC.parquet   chunk C of input file F: its good rows, in input order
+                                             (.csv with part_format="csv": a header, then the rows)
+    OUT/rejects/part-FFFFF-CCCCCCCC.csv      that chunk's rejects (file, line, reason, raw), if any
+    OUT/_records/chunk-FFFFF-CCCCCCCC.json   its counts, written after both parts: the commit point
+    OUT/_records/file-FFFFF.json             written by the read task once the whole file is read
+    OUT/manifest.json                        the driver's: the command's identity; at the end the
+                                             per-file counts and the parts in order
+
+Part names sort in input order (file, then chunk, then row), so the parts concatenated in name
+order are the local engine's output rows, and :func:`read_output` does that.
+
+Accounting: at the end the driver sums the records the workers wrote (not what it was streamed)
+and checks, per file, that every chunk 0..n-1 has a record, that their rows add up to the rows the
+read task counted, that read = scored + rejected, and that the part files on disk are exactly the
+ones the records name (Parquet: with the recorded row counts). Anything else stops with an error.
+
+Faults: every name is decided by (file, chunk) and every file is written to a temporary name and
+renamed, so a task that Ray retries or an actor it restarts (Ray Data restarts actors and retries
+their tasks; read tasks are retried too) rewrites the same files with the same content: a worker
+killed mid-run loses and doubles nothing. A rerun of the same command after the driver died
+resumes: chunks with a record are skipped (their files are still parsed, to reach the next chunk).
+A folder holding another command's parts, or a finished run's, is cleared of them (only the
+names above) and started clean; a non-empty folder that is not a score folder is refused.
+
+The embedding cache: each actor opens the cache folder on its own node, so every node keeps a
+local store (SQLite + shard files) and a text a node embedded is not encoded again when that node
+scores it again. Point the cache at node-local disk: SQLite's locking is not safe on network file
+systems. ``ray_address`` joins a running cluster (every node needs this package, the model, the
+head or run folder and the inputs at the same paths); otherwise a local Ray is started and shut down.
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import os
+import pickle
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable
 
 import numpy as np
 
 from embed.errors import TweetheadsError
+from fileio import atomic_path, fsync_dir, write_atomic
 
+from .gold import GoldTally
+from .output import REJECT_COLUMNS, RowFormatter, reject_rows
 from .predict import Truncation, load_classifier, predict_texts
+from .reader import iter_chunks
 
-WINDOW_ROWS = 1 << 17
+MANIFEST = "manifest.json"
+SCORED, REJECTS, RECORDS = "scored", "rejects", "_records"
+PART_FORMATS = ("parquet", "csv")
+READ_CPUS = 0.5  # a reader is light next to an encoder: two share a core with room for a scorer
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+_KIND = "tweetheads score --engine ray"
 
 
 def require_ray():
@@ -44,22 +85,93 @@ def require_ray():
     return ray
 
 
-class ChunkScorer:
-    """A Ray actor: the Embedder and the classifier are built once; each call scores one chunk."""
+@dataclass(frozen=True)
+class WorkSpec:
+    """Everything a worker needs, as plain picklable values."""
 
-    def __init__(self, embedder_params: dict, head_spec: tuple[str, str]):
+    folder: str
+    paths: tuple[str, ...]
+    text_col: str
+    chunk_rows: int
+    part_format: str
+    formatter: RowFormatter
+    label_col: str | None
+    embedder_params: dict
+    head_spec: tuple[str, str]
+
+
+def part_name(file: int, chunk: int) -> str:
+    return f"part-{file:05d}-{chunk:08d}"
+
+
+# -- on the workers ------------------------------------------------------------------------------
+def read_file(item: dict, spec: WorkSpec):
+    """A read task: one row per chunk not done yet (the pickled chunk), then the file's own record."""
+    import ray
+
+    file, done = int(item["file"]), {int(c) for c in item["done"]}
+    rows = chunks = 0
+    for chunk in iter_chunks([Path(spec.paths[file])], spec.text_col, spec.chunk_rows):
+        rows += chunk.rows_read
+        chunks += 1
+        if chunk.index not in done:
+            yield {"file": file, "chunk": chunk.index, "payload": pickle.dumps(chunk, protocol=5)}
+    record = {"file": file, "path": spec.paths[file], "rows_read": rows, "chunks": chunks,
+              "node": ray.get_runtime_context().get_node_id()}
+    write_atomic(Path(spec.folder) / RECORDS / f"file-{file:05d}.json", json.dumps(record))
+
+
+class ChunkWriter:
+    """A Ray actor: builds the Embedder and the classifier once; each call scores and writes one chunk."""
+
+    def __init__(self, spec: WorkSpec):
+        import ray
+
         from embed.encoder import Embedder
 
-        self.embedder = Embedder(**embedder_params)
-        self.classifier = load_classifier(head_spec)
+        self.spec = spec
+        self.embedder = Embedder(**spec.embedder_params)
+        self.classifier = load_classifier(spec.head_spec)
         self.truncation = Truncation(self.embedder)
+        self.node = ray.get_runtime_context().get_node_id()
+        self.folder = Path(spec.folder)
 
-    def __call__(self, batch: dict) -> dict:
-        proba, truncated = predict_texts(self.embedder, self.classifier, self.truncation, list(batch["text"]))
-        columns = {f"p{j}": np.ascontiguousarray(proba[:, j]) for j in range(proba.shape[1])}
-        return {"row": batch["row"], "truncated": truncated, **columns}
+    def __call__(self, row: dict) -> dict:
+        chunk = pickle.loads(row["payload"])
+        file, spec = int(row["file"]), self.spec
+        proba, truncated, encoded = predict_texts(self.embedder, self.classifier, self.truncation, chunk.texts)
+        picked = np.argmax(proba, axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
+        name = part_name(file, chunk.index)
+        if chunk.rows:
+            target = self.folder / SCORED / f"{name}.{spec.part_format}"
+            if spec.part_format == "parquet":
+                import pyarrow.parquet as pq
+
+                with atomic_path(target) as tmp:
+                    pq.write_table(spec.formatter.table(chunk, picked, proba), tmp)
+            else:
+                write_atomic(target, _csv_bytes([spec.formatter.columns, *spec.formatter.rows(chunk, picked, proba)]))
+        if chunk.rejects:
+            write_atomic(self.folder / REJECTS / f"{name}.csv", _csv_bytes([REJECT_COLUMNS, *reject_rows(chunk)]))
+        gold = None
+        if spec.label_col is not None:
+            tally = GoldTally(spec.label_col, spec.formatter.classes.tolist())
+            tally.add(spec.formatter.gold_cells(chunk, spec.label_col), picked)
+            gold = tally.state()
+        record = {"file": file, "chunk": chunk.index, "rows_read": chunk.rows_read, "rows_scored": len(chunk.rows),
+                  "rows_rejected": len(chunk.rejects), "truncated": int(np.count_nonzero(truncated)),
+                  "encoded": int(encoded), "node": self.node, "pid": os.getpid(), "gold": gold}
+        write_atomic(self.folder / RECORDS / f"chunk-{file:05d}-{chunk.index:08d}.json", json.dumps(record))
+        return {"file": file, "chunk": chunk.index, "rows_read": chunk.rows_read}
 
 
+def _csv_bytes(rows: list[list]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue().encode("utf-8", "surrogateescape")
+
+
+# -- in the driver -------------------------------------------------------------------------------
 def embedder_params(embedder) -> dict:
     """The Embedder's parameters with the cache folder and a model folder made absolute for the workers."""
     from cache import default_cache_dir
@@ -75,77 +187,217 @@ def embedder_params(embedder) -> dict:
     return params
 
 
+def check_output_folder(folder: Path, rejects) -> None:
+    """Refuse, before any work, an output that cannot be a folder of parts."""
+    if rejects is not None:
+        raise TweetheadsError(f"--rejects: with --engine ray the rejects are part files in {folder / REJECTS}/; "
+                              "leave --rejects out")
+    if not folder.is_dir() and any(folder.name.lower().endswith(suffix) for suffix in (".csv", ".csv.gz", ".parquet")):
+        raise TweetheadsError(f"{folder}: --engine ray writes a folder of part files, not one file; name --output "
+                              f"without a file suffix (e.g. {folder.with_name(folder.name.split('.')[0])})")
+    if folder.exists() and not folder.is_dir():
+        raise TweetheadsError(f"{folder}: --engine ray writes a folder of part files, and this is a file; pass a "
+                              "folder path for --output (a new or empty folder, or one an earlier run wrote)")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MANIFEST).is_file():
+        raise TweetheadsError(f"{folder}: the folder is not empty and holds no {MANIFEST} of a score run; pass a "
+                              "new or empty folder for --output, so no file of yours is overwritten")
+
+
+def _open_folder(folder: Path, identity: str) -> tuple[dict[tuple[int, int], dict], str | None]:
+    """Records of the finished chunks to resume from, and why the folder was cleared, if it was."""
+    cleared = None
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        try:
+            old = json.loads(manifest.read_text())
+        except ValueError:
+            old = {}
+        if old.get("identity") == identity and old.get("state") == "running":
+            records = _chunk_records(folder)
+            _drop_strays(folder)
+            return records, None
+        cleared = "a finished run of this command" if old.get("identity") == identity else "another command's parts"
+        for name in (SCORED, REJECTS, RECORDS):
+            shutil.rmtree(folder / name, ignore_errors=True)
+    for name in (SCORED, REJECTS, RECORDS):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    write_atomic(manifest, json.dumps({"kind": _KIND, "identity": identity, "state": "running"}, indent=1),
+                 durable=True)
+    return {}, cleared
+
+
+def _drop_strays(folder: Path) -> None:
+    """Temporary files left by workers killed mid-write; nothing renamed into place is touched."""
+    for name in (SCORED, REJECTS, RECORDS):
+        for path in (folder / name).glob("*.tmp"):
+            path.unlink(missing_ok=True)
+
+
+def _chunk_records(folder: Path) -> dict[tuple[int, int], dict]:
+    records = {}
+    for path in sorted((folder / RECORDS).glob("chunk-*.json")):
+        record = json.loads(path.read_text())
+        records[(record["file"], record["chunk"])] = record
+    return records
+
+
 def _connect(ray, config) -> None:
-    options = dict(logging_level="WARNING", log_to_driver=False)
+    path = os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    options = dict(logging_level="WARNING", log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     if config.ray_address:
         ray.init(address=config.ray_address, **options)
         return
-    path = os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=max(os.cpu_count() or 1, config.concurrency), include_dashboard=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}}, **options)
+    ray.init(num_cpus=max(os.cpu_count() or 1, 2 * config.concurrency), include_dashboard=False, **options)
 
 
-def ray_predictions(chunks: Iterator, plan, config) -> Iterator[tuple]:
-    """Yield ``(chunk, proba, truncated)`` in chunk order, like the local engine."""
+def score_on_ray(plan, config, formatter: RowFormatter, update: Callable[[int], None]) -> dict:
+    """Run the pipeline into ``plan.output`` (a folder); the checked accounting as a dict.
+
+    ``formatter`` turns chunks into output rows (the workers get a copy); ``update(rows)`` is
+    called as chunks finish, for a progress bar.
+    """
     ray = require_ray()
-    connected = not ray.is_initialized()
-    if connected:
-        _connect(ray, config)
-    data_logger = logging.getLogger("ray.data")
-    level = data_logger.level
-    data_logger.setLevel(logging.ERROR)  # our own progress bar and summary replace Ray Data's
-    try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
-        actor = {"fn_constructor_kwargs": {"embedder_params": embedder_params(plan.embedder),
-                                           "head_spec": plan.head_spec},
-                 "compute": ray.data.ActorPoolStrategy(size=config.concurrency),
-                 "num_gpus": 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0}
-        n_classes = len(plan.classifier.classes_)
-        window: list = []
-        rows = 0
-        for chunk in chunks:
-            window.append(chunk)
-            rows += len(chunk.texts)
-            if rows >= WINDOW_ROWS:
-                yield from _score_window(ray, window, n_classes, actor)
-                window, rows = [], 0
-        if window:
-            yield from _score_window(ray, window, n_classes, actor)
-    finally:
-        data_logger.setLevel(level)
+    folder = plan.output
+    folder.mkdir(parents=True, exist_ok=True)
+    done, cleared = _open_folder(folder, plan.identity)
+    files_done = _files_done(folder, done, len(plan.paths))
+    spec = WorkSpec(str(folder.resolve()), tuple(str(p.resolve()) for p in plan.paths), config.text_col,
+                    config.chunk_rows, config.part_format, formatter, plan.label_col,
+                    embedder_params(plan.embedder), plan.head_spec)
+    items = [{"file": i, "done": sorted(c for f, c in done if f == i)}
+             for i in range(len(plan.paths)) if i not in files_done]
+    for record in done.values():
+        update(record["rows_read"])
+    started = time.perf_counter()
+    if items:
+        connected = not ray.is_initialized()
         if connected:
-            ray.shutdown()
+            _connect(ray, config)
+        data_logger = logging.getLogger("ray.data")
+        level = data_logger.level
+        data_logger.setLevel(logging.ERROR)  # our own progress bar and summary replace Ray Data's
+        try:
+            context = ray.data.DataContext.get_current()
+            context.enable_progress_bars = False
+            context.print_on_execution_start = False
+            gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+            dataset = (ray.data.from_items(items, override_num_blocks=len(items))
+                       .flat_map(read_file, fn_kwargs={"spec": spec}, num_cpus=READ_CPUS)
+                       .map(ChunkWriter, fn_constructor_kwargs={"spec": spec},
+                            compute=ray.data.ActorPoolStrategy(size=config.concurrency),
+                            num_cpus=config.actor_cpus, num_gpus=gpus))  # Ray Data spreads actors over nodes
+            for row in dataset.iter_rows():
+                update(int(row["rows_read"]))
+        finally:
+            data_logger.setLevel(level)
+            if connected:
+                ray.shutdown()
+    accounting = check_folder(folder, plan.paths, plan.label_col, plan.classifier.classes_, config.part_format)
+    accounting.update(resumed_chunks=len(done), resumed_rows=sum(r["rows_read"] for r in done.values()),
+                      cleared=cleared, seconds=time.perf_counter() - started)
+    manifest = {"kind": _KIND, "identity": plan.identity, "state": "finished", "part_format": config.part_format,
+                "columns": plan.columns, **{k: v for k, v in accounting.items() if k != "gold"}}
+    write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1), durable=True)
+    return accounting
 
 
-def _score_window(ray, window: list, n_classes: int, actor: dict) -> Iterator[tuple]:
+def _files_done(folder: Path, done: dict, n_files: int) -> set[int]:
+    finished = set()
+    for i in range(n_files):
+        path = folder / RECORDS / f"file-{i:05d}.json"
+        if path.is_file() and all((i, c) in done for c in range(json.loads(path.read_text())["chunks"])):
+            finished.add(i)
+    return finished
+
+
+def check_folder(folder: Path, paths: list[Path], label_col, classes, part_format: str) -> dict:
+    """Sum the workers' records and check them against each file's count and the parts on disk."""
+    records = _chunk_records(folder)
+    totals = {"rows_read": 0, "rows_scored": 0, "rows_rejected": 0, "truncated": 0, "encoded": 0}
+    files, expected, nodes = [], {SCORED: set(), REJECTS: set()}, set()
+    gold = GoldTally(label_col, list(np.asarray(classes).tolist())) if label_col else None
+    for i, path in enumerate(paths):
+        record_path = folder / RECORDS / f"file-{i:05d}.json"
+        if not record_path.is_file():
+            raise TweetheadsError(f"{folder}: no read record for input {path}; rerun the same command to finish it")
+        read = json.loads(record_path.read_text())
+        nodes.add(read["node"])
+        mine = [records.get((i, c)) for c in range(read["chunks"])]
+        missing = [c for c, r in enumerate(mine) if r is None]
+        if missing:
+            raise TweetheadsError(f"{folder}: {len(missing)} chunk(s) of {path} have no record (first: chunk "
+                                  f"{missing[0]}); rerun the same command to finish them")
+        counts = {key: sum(r[key] for r in mine) for key in totals}
+        if counts["rows_read"] != read["rows_read"] or counts["rows_read"] != counts["rows_scored"] + counts["rows_rejected"]:
+            raise TweetheadsError(f"{folder}: the chunk records of {path} count {counts['rows_read']} rows read, "
+                                  f"{counts['rows_scored']} scored, {counts['rows_rejected']} rejected, but its read "
+                                  f"task read {read['rows_read']}; remove the folder and score again")
+        for r in mine:
+            name = part_name(i, r["chunk"])
+            if r["rows_scored"]:
+                expected[SCORED].add(f"{name}.{part_format}")
+            if r["rows_rejected"]:
+                expected[REJECTS].add(f"{name}.csv")
+            nodes.add(r["node"])
+            if gold is not None and r["gold"] is not None:
+                gold.merge(GoldTally.from_state(r["gold"], gold.classes))
+        files.append({"file": str(path), "rows_read": read["rows_read"], "rows_scored": counts["rows_scored"],
+                      "rows_rejected": counts["rows_rejected"], "chunks": read["chunks"]})
+        for key in totals:
+            totals[key] += counts[key]
+    for sub, names in expected.items():
+        found = {p.name for p in (folder / sub).iterdir() if not p.name.endswith(".tmp")}
+        if found != names:
+            extra, lost = sorted(found - names), sorted(names - found)
+            raise TweetheadsError(f"{folder / sub}: the parts on disk differ from the records ("
+                                  f"{len(lost)} missing, e.g. {lost[:1]}; {len(extra)} not recorded, e.g. "
+                                  f"{extra[:1]}); remove the folder and score again")
+    if part_format == "parquet":
+        _check_row_counts(folder, records)
+    _drop_strays(folder)
+    fsync_dir(folder)
+    return {**totals, "files": files, "nodes": sorted(nodes), "gold": gold,
+            "parts": sorted(expected[SCORED]), "reject_parts": sorted(expected[REJECTS])}
+
+
+def _check_row_counts(folder: Path, records: dict) -> None:
+    import pyarrow.parquet as pq
+
+    for (file, chunk), record in records.items():
+        if record["rows_scored"]:
+            path = folder / SCORED / f"{part_name(file, chunk)}.parquet"
+            rows = pq.ParquetFile(path).metadata.num_rows
+            if rows != record["rows_scored"]:
+                raise TweetheadsError(f"{path}: {rows} rows, its record says {record['rows_scored']}; remove the "
+                                      "folder and score again")
+
+
+def read_output(folder: str | Path):
+    """A finished ``--engine ray`` folder's scored rows as one Arrow table, in input order.
+
+    Parquet parts are combined with their column types unified (as the local engine's single
+    Parquet file is); CSV parts are read as text, every column a string.
+    """
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    starts, tables, total = [], [], 0
-    for chunk in window:
-        starts.append(total)
-        if chunk.texts:
-            tables.append(pa.table({"row": pa.array(np.arange(total, total + len(chunk.texts)), pa.int64()),
-                                    "text": pa.array(chunk.texts, pa.string())}))
-        total += len(chunk.texts)
-    proba = np.zeros((total, n_classes))
-    truncated = np.zeros(total, dtype=bool)
-    seen = 0
-    if tables:
-        dataset = ray.data.from_arrow(tables).map_batches(ChunkScorer, batch_size=None, batch_format="numpy",
-                                                          **actor)
-        first = True
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            at = batch["row"]
-            scores = np.column_stack([batch[f"p{j}"] for j in range(n_classes)])
-            if first:  # keep the classifier's dtype (float32 for e2e) so CSV text matches the local engine
-                proba, first = proba.astype(scores.dtype), False
-            proba[at] = scores
-            truncated[at] = batch["truncated"]
-            seen += len(at)
-    if seen != total:
-        raise TweetheadsError(f"Ray returned {seen} scored rows for a window of {total}; rerun the command")
-    for chunk, start in zip(window, starts):
-        stop = start + len(chunk.texts)
-        yield chunk, proba[start:stop], truncated[start:stop]
+    from .output import conform, unify_schemas
+
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if manifest.get("state") != "finished":
+        raise TweetheadsError(f"{folder}: the run has not finished; rerun the same score command to finish it")
+    parts = [folder / SCORED / name for name in manifest["parts"]]
+    if manifest["part_format"] == "csv":
+        import pyarrow.csv as pacsv
+
+        convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in manifest["columns"]},
+                                       strings_can_be_null=False, quoted_strings_can_be_null=False)
+        tables = [pacsv.read_csv(p, convert_options=convert) for p in parts]
+        schema = pa.schema([pa.field(c, pa.string()) for c in manifest["columns"]])
+    else:
+        tables = [pq.read_table(p) for p in parts]
+        schema = unify_schemas([t.schema for t in tables]) if tables else None
+    if not tables:
+        return pa.table({c: pa.array([], pa.string()) for c in manifest["columns"]})
+    return pa.concat_tables([conform(t, schema) for t in tables])

@@ -5,8 +5,8 @@ in chunks of ``config.chunk_rows`` records. Each chunk's texts go through the ``
 already in the cache cost no encoding), the head turns the vectors into class probabilities, and
 the chunk is appended to the output and its rejects to the rejects file, crash-safe and resumable
 (see :mod:`scoring.output`). One chunk is held at a time, so memory does not grow with the input.
-``engine="ray"`` hands the embedding and the head to Ray Data actors (:mod:`scoring.ray_engine`);
-reading, rejects, row order and writing stay here.
+``engine="ray"`` hands everything after planning to Ray workers (:mod:`scoring.ray_engine`): they
+read, score and write part files into the output folder, and this process checks the accounting.
 
 Everything that can stop a run is checked before the first row is scored: every input readable,
 with a header and the text column; the files' columns; output names; the head trained on this
@@ -48,21 +48,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
-import pyarrow as pa
 
 from embed.data import file_format
 from embed.errors import DataError, ModelError
 
 from .gold import GoldTally
-from .output import CsvOutput, ParquetOutput, Progress, arrow_column, as_text, parquet_schema, sibling
+from .output import REJECT_COLUMNS, CsvOutput, ParquetOutput, Progress, RowFormatter, reject_rows, sibling
 from .predict import E2E, Classifier, Truncation, predict_texts
+from .ray_engine import PART_FORMATS
 from .reader import Chunk, check_inputs, expand_inputs, iter_chunks
 
 if TYPE_CHECKING:
     from embed.encoder import Embedder
 
 ENGINES = ("local", "ray")
-REJECT_COLUMNS = ["file", "line", "reason", "raw"]
+_FILES_SHOWN = 10
 _OUTPUT_SUFFIXES = {".csv.gz": "csv", ".csv": "csv", ".parquet": "parquet"}
 _SETTINGS = {"pooling": "--pooling", "max_length": "--max-length", "precision": "--precision", "normalization": None}
 
@@ -77,9 +77,11 @@ class ScoreConfig:
     label_col: str | None = None  # gold labels to report accuracy against; None: the head's own, if present
     rejects: str | Path | None = None  # None: OUT's name ending .rejects.csv, beside OUT
     chunk_rows: int = 4096
-    engine: str = "local"  # or "ray"
+    engine: str = "local"  # or "ray": OUT is then a folder of part files (scoring.ray_engine)
     concurrency: int = 1  # Ray actors
     ray_address: str | None = None  # None: start a local Ray
+    part_format: str = "parquet"  # Ray: the scored part files, "parquet" or "csv"
+    actor_cpus: float = 1.0  # Ray: CPUs each scoring actor reserves
     progress: bool = False
 
 
@@ -97,6 +99,11 @@ class ScoreSummary:
     rows_this_run: int = 0
     seconds: float = 0.0
     gold: GoldTally | None = None  # accuracy against the gold label column, when the inputs have one
+    driver_cpu_seconds: float = 0.0  # CPU time of this process (with Ray: the driver's share only)
+    files: list[dict] | None = None  # Ray: each input file's counts, from the workers' records
+    nodes: list[str] | None = None  # Ray: the nodes that read or scored
+    encoded: int | None = None  # Ray: distinct texts the workers had to encode (the rest came from caches)
+    cleared: str | None = None  # Ray: what an earlier run left in the folder that was cleared first
 
     @property
     def rows_per_second(self) -> float:
@@ -107,6 +114,14 @@ class ScoreSummary:
                 f"{self.rows_rejected:,} rejected -> {self.rejects}; {self.rows_per_second:,.0f} rows/s")
         if self.resumed_chunks:
             text += f" (resumed after {self.resumed_chunks:,} finished chunks)"
+        if self.files is not None:
+            text += (f"\n{len(self.nodes or [])} Ray node(s); {self.encoded:,} texts encoded; driver CPU "
+                     f"{self.driver_cpu_seconds:.1f} s" + (f"; cleared {self.cleared} first" if self.cleared else ""))
+            for item in self.files[:_FILES_SHOWN]:
+                text += (f"\n  {item['file']}: read {item['rows_read']:,} = {item['rows_scored']:,} scored + "
+                         f"{item['rows_rejected']:,} rejected")
+            if len(self.files) > _FILES_SHOWN:
+                text += f"\n  ... {len(self.files) - _FILES_SHOWN:,} more files: see {self.output / 'manifest.json'}"
         if self.gold is not None:
             text += "\n" + self.gold.line()
         return text
@@ -140,7 +155,9 @@ def score_files(inputs: Iterable[str | Path] | str | Path, output: str | Path, m
     from tqdm.auto import tqdm
 
     plan = prepare(inputs, output, model, head, config)
-    started = time.perf_counter()
+    if config.engine == "ray":
+        return _score_on_ray(plan, config)
+    started, cpu = time.perf_counter(), time.process_time()
     writer = _Writer(plan)
     state = writer.open()
     done = state["chunk"]
@@ -155,7 +172,7 @@ def score_files(inputs: Iterable[str | Path] | str | Path, output: str | Path, m
                 else:
                     bar.update(chunk.rows_read)
 
-        predictions = _engine(pending(), plan, config)
+        predictions = _local_predictions(pending(), plan)
         try:
             for chunk, proba, truncated in predictions:
                 writer.write(chunk, proba, truncated, state)
@@ -172,21 +189,34 @@ def score_files(inputs: Iterable[str | Path] | str | Path, output: str | Path, m
         setattr(summary, key, value)
     summary.gold = writer.gold
     summary.seconds = time.perf_counter() - started
+    summary.driver_cpu_seconds = time.process_time() - cpu
     return summary
 
 
-def _engine(chunks: Iterator[Chunk], plan: Plan, config: ScoreConfig):
-    if config.engine == "ray":
-        from .ray_engine import ray_predictions
+def _score_on_ray(plan: Plan, config: ScoreConfig) -> ScoreSummary:
+    """Everything on Ray workers; this process plans, follows progress and checks the accounting."""
+    from tqdm.auto import tqdm
 
-        return ray_predictions(chunks, plan, config)
-    return _local_predictions(chunks, plan)
+    from .ray_engine import REJECTS, score_on_ray
+
+    started, cpu = time.perf_counter(), time.process_time()
+    with tqdm(unit="row", unit_scale=True, desc="scoring", disable=None if config.progress else True) as bar:
+        done = score_on_ray(plan, config, formatter(plan), bar.update)
+    summary = ScoreSummary(plan.output, plan.output / REJECTS, resumed_chunks=done["resumed_chunks"],
+                           gold=done["gold"], files=done["files"], nodes=done["nodes"], encoded=done["encoded"],
+                           cleared=done["cleared"])
+    for key in ("rows_read", "rows_scored", "rows_rejected", "truncated"):
+        setattr(summary, key, done[key])
+    summary.rows_this_run = done["rows_read"] - done["resumed_rows"]
+    summary.seconds = time.perf_counter() - started
+    summary.driver_cpu_seconds = time.process_time() - cpu
+    return summary
 
 
 def _local_predictions(chunks: Iterator[Chunk], plan: Plan):
     truncation = Truncation(plan.embedder)
     for chunk in chunks:
-        proba, truncated = predict_texts(plan.embedder, plan.classifier, truncation, chunk.texts)
+        proba, truncated, _ = predict_texts(plan.embedder, plan.classifier, truncation, chunk.texts)
         yield chunk, proba, truncated
 
 
@@ -199,17 +229,21 @@ def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     output = Path(output)
-    out_format = output_format(output)
-    rejects = Path(config.rejects) if config.rejects is not None else default_rejects(output)
-    if output_format(rejects) != "csv":
-        raise DataError(f"{rejects}: the rejects file is CSV; name it .csv or .csv.gz")
+    if config.engine == "ray":
+        from .ray_engine import REJECTS, check_output_folder, require_ray
+
+        check_output_folder(output, config.rejects)
+        out_format, rejects = f"folder of {config.part_format}", output / REJECTS
+    else:
+        out_format = output_format(output)
+        rejects = Path(config.rejects) if config.rejects is not None else default_rejects(output)
+        if output_format(rejects) != "csv":
+            raise DataError(f"{rejects}: the rejects file is CSV; name it .csv or .csv.gz")
     paths = expand_inputs([str(item) for item in inputs])
     headers = check_inputs(paths, config.text_col)
     _check_paths(paths, output, rejects)
     kept = _kept_columns(paths, headers, config.keep_cols)
     if config.engine == "ray":
-        from .ray_engine import require_ray
-
         require_ray()
     embedder = model if isinstance(model, Embedder) else Embedder(str(model))
     encoder = embedder.load()
@@ -270,6 +304,10 @@ def _check_config(config: ScoreConfig) -> None:
         raise DataError(f"chunk_rows must be a whole number of at least 1, got {config.chunk_rows!r}")
     if not isinstance(config.concurrency, int) or config.concurrency < 1:
         raise DataError(f"concurrency must be a whole number of at least 1, got {config.concurrency!r}")
+    if config.part_format not in PART_FORMATS:
+        raise DataError(f"part_format must be one of {', '.join(PART_FORMATS)}, got {config.part_format!r}")
+    if not isinstance(config.actor_cpus, (int, float)) or not config.actor_cpus > 0:
+        raise DataError(f"actor_cpus must be a number above 0, got {config.actor_cpus!r}")
 
 
 def output_format(path: Path) -> str:
@@ -399,6 +437,12 @@ def _estimate_rows(paths: list[Path]) -> int | None:
 
 
 # -- writing -------------------------------------------------------------------------------------
+def formatter(plan: Plan) -> RowFormatter:
+    """The plan's output columns as a picklable formatter (the Ray workers get a copy)."""
+    return RowFormatter(plan.kept, plan.columns, np.asarray(plan.classifier.classes_).tolist(), plan.model_id,
+                        plan.head_id)
+
+
 class _Writer:
     """Appends finished chunks to the output and rejects files, and records each in the progress file."""
 
@@ -408,8 +452,8 @@ class _Writer:
         self.progress = Progress(sibling(plan.output, ".progress.json"), plan.identity)
         self.rejects = CsvOutput(plan.rejects, REJECT_COLUMNS, "rejects")
         self.parquet = output_format(plan.output) == "parquet"
-        self.hints: dict[Path, dict] = {}
-        self.out = (ParquetOutput(plan.output, self._schema(plan.paths[0])) if self.parquet
+        self.formatter = formatter(plan)
+        self.out = (ParquetOutput(plan.output, self.formatter.empty_schema(plan.paths[0])) if self.parquet
                     else CsvOutput(plan.output, plan.columns, "output"))
         self.gold = GoldTally(plan.label_col, self.classes.tolist()) if plan.label_col else None
 
@@ -440,62 +484,21 @@ class _Writer:
 
     def write(self, chunk: Chunk, proba: np.ndarray, truncated: np.ndarray, state: dict) -> None:
         picked = np.argmax(proba, axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
-        labels = self.classes[picked]
         if self.parquet:
-            self.out.append(chunk.index, self._table(chunk, labels, proba))
+            self.out.append(chunk.index, self.formatter.table(chunk, picked, proba))
         else:
-            self.out.append(self._rows(chunk, labels, proba))
-        self.rejects.append([[str(r.file), r.line, r.reason, r.raw] for r in chunk.rejects])
+            self.out.append(self.formatter.rows(chunk, picked, proba))
+        self.rejects.append(reject_rows(chunk))
         counts = state["counts"]
         counts["rows_read"] += chunk.rows_read
         counts["rows_scored"] += len(chunk.rows)
         counts["rows_rejected"] += len(chunk.rejects)
         counts["truncated"] += int(np.count_nonzero(truncated))
         if self.gold is not None:
-            at = chunk.columns.index(self.gold.column) if self.gold.column in chunk.columns else None
-            self.gold.add([None if at is None else row[at] for row in chunk.rows], picked)
+            self.gold.add(self.formatter.gold_cells(chunk, self.gold.column), picked)
             state["gold"] = self.gold.state()
         state["chunk"] = chunk.index
         self._save(state)
-
-    def _rows(self, chunk: Chunk, labels: np.ndarray, proba: np.ndarray) -> list[list]:
-        at = [chunk.columns.index(name) for name in self.plan.kept]
-        ids = [self.plan.model_id, self.plan.head_id]
-        return [[as_text(row[i]) for i in at] + [str(label)] + [str(p) for p in probs] + ids
-                for row, label, probs in zip(chunk.rows, labels, proba)]
-
-    def _table(self, chunk: Chunk, labels: np.ndarray, proba: np.ndarray) -> pa.Table:
-        hints = self._hints(chunk.file)
-        at = [chunk.columns.index(name) for name in self.plan.kept]
-        arrays = [arrow_column([row[i] for row in chunk.rows], hints[name]) for name, i in zip(self.plan.kept, at)]
-        arrays.append(pa.array(labels.tolist(), type=self._label_type()))
-        arrays += [pa.array(proba[:, j].astype(np.float64)) for j in range(proba.shape[1])]
-        arrays += [pa.array([value] * len(chunk.rows), type=pa.string())
-                   for value in (self.plan.model_id, self.plan.head_id)]
-        return pa.Table.from_arrays(arrays, names=self.plan.columns)
-
-    def _hints(self, path: Path) -> dict:
-        """Arrow types for the kept columns of one input file: strings for CSV/TSV, Parquet's own."""
-        if path not in self.hints:
-            fmt = file_format(path)
-            if fmt == "parquet":
-                schema = parquet_schema(path)
-                self.hints[path] = {c: schema.field(schema.names.index(c)).type for c in self.plan.kept}
-            else:
-                self.hints[path] = {c: pa.string() if fmt in ("csv", "tsv") else None for c in self.plan.kept}
-        return self.hints[path]
-
-    def _label_type(self) -> pa.DataType:
-        return pa.string() if self.classes.dtype.kind in "US" else pa.from_numpy_dtype(self.classes.dtype)
-
-    def _schema(self, path: Path) -> pa.Schema:
-        """The output schema when no chunk has a good row (JSONL columns: strings)."""
-        hints = self._hints(path)
-        fields = [pa.field(c, hints[c] or pa.string()) for c in self.plan.kept]
-        fields.append(pa.field(self.plan.columns[len(self.plan.kept)], self._label_type()))
-        fields += [pa.field(c, pa.float64()) for c in self.plan.columns[len(self.plan.kept) + 1:-2]]
-        fields += [pa.field(c, pa.string()) for c in self.plan.columns[-2:]]
-        return pa.schema(fields)
 
     def close(self) -> None:
         self.out.close()

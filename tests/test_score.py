@@ -213,30 +213,56 @@ def test_crash_then_rerun_resumes_byte_identical(shared, tmp_path, monkeypatch, 
 
 
 @pytest.mark.slow
-def test_ray_engine_matches_local(shared, tmp_path):
+def test_ray_engine_on_a_local_ray_matches_local(shared, tmp_path):
+    """No --ray-address: a local Ray is started and shut down; the part files hold the local engine's rows."""
+    from scoring.ray_engine import read_output
+
     source = tweets_with_rejects(tmp_path / "in.csv", 90)
-    local, ray = tmp_path / "local.csv", tmp_path / "ray.csv"
+    local = tmp_path / "local.parquet"
     result = score(shared, source, "--output", local, "--chunk-rows", 32)
     assert result.exit_code == 0, result.output
-    result = score(shared, source, "--output", ray, "--chunk-rows", 32, "--engine", "ray",
+    result = score(shared, source, "--output", tmp_path / "ray", "--chunk-rows", 32, "--engine", "ray",
                    "--concurrency", 1)
     assert result.exit_code == 0, result.output
     assert "read 93 rows: 90 scored (0 truncated), 3 rejected" in result.output
-    a, b = read_csv(local), read_csv(ray)
-    assert [r["pred_label"] for r in a] == [r["pred_label"] for r in b]
-    assert [r["id"] for r in a] == [r["id"] for r in b] == [str(i) for i in range(90)]
-    np.testing.assert_allclose([[float(r[c]) for c in PROBA] for r in a],
-                               [[float(r[c]) for c in PROBA] for r in b], rtol=0, atol=1e-6)
-    assert (tmp_path / "local.rejects.csv").read_bytes() == (tmp_path / "ray.rejects.csv").read_bytes()
+    assert f"{source}: read 93 = 90 scored + 3 rejected" in result.output
+    import pyarrow.parquet as pq
+
+    assert read_output(tmp_path / "ray").equals(pq.read_table(local))
+    parts = sorted((tmp_path / "ray" / "rejects").iterdir())
+    assert [p.name for p in parts] == ["part-00000-00000002.csv"]
+    assert parts[0].read_bytes() == (tmp_path / "local.rejects.csv").read_bytes()
+
+
+@pytest.mark.parametrize("case", ["suffix", "file", "foreign", "rejects"])
+def test_ray_output_must_be_a_folder_of_ours(shared, tmp_path, case):
+    source = write_tweets(tmp_path / "in.csv", 5)
+    out, extra = tmp_path / "out", []
+    if case == "suffix":
+        out = tmp_path / "out.parquet"
+    elif case == "file":
+        out.write_text("mine")
+    elif case == "foreign":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    else:
+        extra = ["--rejects", tmp_path / "r.csv"]
+    result = score(shared, source, "--output", out, "--engine", "ray", *extra)
+    assert result.exit_code == 1, result.output
+    expected = {"suffix": "without a file suffix", "file": "and this is a file", "foreign": "holds no manifest.json",
+                "rejects": "leave --rejects out"}[case]
+    assert expected in result.output
+    if case == "foreign":
+        assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 def test_ray_missing_is_a_friendly_error(shared, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     source = write_tweets(tmp_path / "in.csv", 5)
-    result = score(shared, source, "--output", tmp_path / "out.csv", "--keep-cols", "id", "--engine", "ray")
+    result = score(shared, source, "--output", tmp_path / "out", "--keep-cols", "id", "--engine", "ray")
     assert result.exit_code == 1
     assert "pip install 'tweetheads[ray]'" in result.output
-    assert not (tmp_path / "out.csv.progress.json").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_head_from_another_model_is_refused_before_any_work(shared, tmp_path):
