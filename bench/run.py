@@ -37,6 +37,7 @@ BENCHMARKS = {  # module -> section title, in run order
     "finetune_speed": "Fine-tuning",
     "score_memory": "Scoring",
     "score_overhead": "Scoring: overhead over encode()",
+    "score_ray": "Scoring on Ray",
     "card_report": "The card, reproduced",
     "gpu_report": "GPU",
 }
@@ -99,6 +100,10 @@ Not measured yet: `python bench/run.py --only score_memory`.
 <!-- bench:score_overhead:start -->
 Not measured yet: `python bench/run.py --only score_overhead`.
 <!-- bench:score_overhead:end -->
+
+<!-- bench:score_ray:start -->
+Not measured yet: `python bench/run.py --only score_ray`.
+<!-- bench:score_ray:end -->
 
 ## The card, reproduced
 

@@ -101,9 +101,7 @@ class CsvOutput:
     def append(self, rows: list[list]) -> None:
         if not rows:
             return
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows(rows)
-        data = buffer.getvalue().encode("utf-8", "surrogateescape")
+        data = csv_bytes(rows)
         self.handle.write(gzip.compress(data, compresslevel=6, mtime=0) if self.compress else data)
         self.dirty = True
 
@@ -127,6 +125,26 @@ class CsvOutput:
     def discard(self) -> None:
         self.close()
         self.partial.unlink(missing_ok=True)
+
+
+def csv_bytes(rows: list[list]) -> bytes:
+    """Rows as CSV (``\n`` line ends, quoted where needed), UTF-8 with invalid bytes kept as they came.
+
+    Python's csv writer quotes a field holding the line terminator but not one holding a bare
+    ``\r``, which every CSV reader then takes for a line end; a row with such a field is written
+    with every field quoted, so it reads back as the same cells.
+    """
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    text = buffer.getvalue()
+    if "\r" in text:
+        buffer = io.StringIO()
+        minimal = csv.writer(buffer, lineterminator="\n")
+        quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        for row in rows:
+            (quoted if any(isinstance(cell, str) and "\r" in cell for cell in row) else minimal).writerow(row)
+        text = buffer.getvalue()
+    return text.encode("utf-8", "surrogateescape")
 
 
 class ParquetOutput:

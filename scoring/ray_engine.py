@@ -44,8 +44,6 @@ head or run folder and the inputs at the same paths); otherwise a local Ray is s
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -62,7 +60,7 @@ from embed.errors import TweetheadsError
 from fileio import atomic_path, fsync_dir, write_atomic
 
 from .gold import GoldTally
-from .output import REJECT_COLUMNS, RowFormatter, reject_rows
+from .output import REJECT_COLUMNS, RowFormatter, csv_bytes, reject_rows
 from .predict import Truncation, load_classifier, predict_texts
 from .reader import iter_chunks
 
@@ -150,9 +148,9 @@ class ChunkWriter:
                 with atomic_path(target) as tmp:
                     pq.write_table(spec.formatter.table(chunk, picked, proba), tmp)
             else:
-                write_atomic(target, _csv_bytes([spec.formatter.columns, *spec.formatter.rows(chunk, picked, proba)]))
+                write_atomic(target, csv_bytes([spec.formatter.columns, *spec.formatter.rows(chunk, picked, proba)]))
         if chunk.rejects:
-            write_atomic(self.folder / REJECTS / f"{name}.csv", _csv_bytes([REJECT_COLUMNS, *reject_rows(chunk)]))
+            write_atomic(self.folder / REJECTS / f"{name}.csv", csv_bytes([REJECT_COLUMNS, *reject_rows(chunk)]))
         gold = None
         if spec.label_col is not None:
             tally = GoldTally(spec.label_col, spec.formatter.classes.tolist())
@@ -163,12 +161,6 @@ class ChunkWriter:
                   "encoded": int(encoded), "node": self.node, "pid": os.getpid(), "gold": gold}
         write_atomic(self.folder / RECORDS / f"chunk-{file:05d}-{chunk.index:08d}.json", json.dumps(record))
         return {"file": file, "chunk": chunk.index, "rows_read": chunk.rows_read}
-
-
-def _csv_bytes(rows: list[list]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue().encode("utf-8", "surrogateescape")
 
 
 # -- in the driver -------------------------------------------------------------------------------

@@ -566,6 +566,19 @@ def test_fuzzed_files_through_score_more_cases(tmp_path, head_dir, warm):
     assert counts["cases"] == 150
 
 
+def test_generated_hostile_files_of_every_kind_through_reader_and_score(tmp_path, warm):
+    """``tests/fuzz_files.py`` (10,000 files in RELIABILITY.md), here on 240: every generator, no failure."""
+    from . import fuzz_files
+
+    embedder = Embedder("minilm", cache_dir=tmp_path / "cache")
+    embedder.encoder_ = warm
+    stats = fuzz_files.fuzz(240, seed=1, embedder=embedder, work=tmp_path / "fuzz")
+    assert not stats["failures"], stats["failures"][0]["traceback"]
+    assert set(stats["kinds"]) == set(fuzz_files.KINDS) and stats["files"] == 240
+    assert stats["scored"] > 100 and stats["refused"] > 10 and stats["rows_rejected"] > 100
+    assert {"invalid UTF-8", "NUL byte", "ragged row", "text is not a string", "unreadable"} <= set(stats["reasons"])
+
+
 # -- 5. hostile files ----------------------------------------------------------------------------
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 TEXT_RULES = [re.compile(r"trust_remote_code\W{1,3}True"), re.compile(r"allow_pickle\W{1,3}True")]

@@ -212,6 +212,16 @@ def test_crash_then_rerun_resumes_byte_identical(shared, tmp_path, monkeypatch, 
         assert table.schema.field("pred_proba_Positive").type == "double"
 
 
+def test_a_bare_carriage_return_in_a_cell_is_quoted_so_the_output_reads_back(shared, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_bytes(b'id,text\n1,"first\rsecond"\n2,plain\n')
+    result = score(shared, source, "--output", tmp_path / "out.csv")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "out.csv")
+    assert [r["text"] for r in rows] == ["first\rsecond", "plain"]
+    assert (tmp_path / "out.csv").read_bytes().startswith(b'id,text,pred_label,')
+
+
 @pytest.mark.slow
 def test_ray_engine_on_a_local_ray_matches_local(shared, tmp_path):
     """No --ray-address: a local Ray is started and shut down; the part files hold the local engine's rows."""
