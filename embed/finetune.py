@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fileio import sha256_file, write_atomic
+from fileio import fsync_file, sha256_file, write_atomic
 
 from .data import LabelMap, load_texts
 from .errors import TweetheadsError
@@ -87,6 +87,12 @@ def _load_failure(exc: Exception) -> str:
         return f"it holds pickled objects other than tensors: {refused.group(1).strip()}"
     lines = text.strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
+def _write_failure(exc: BaseException) -> str:
+    """One line on why a write failed (torch.save wraps the OSError in a RuntimeError)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _batches(lengths: list[int], batch_size: int, seed: int, group_by_length: bool) -> list[np.ndarray]:
@@ -188,17 +194,32 @@ class _Trainer:
         torch = self.torch
         final, tmp = self.run_dir / "checkpoint", self.run_dir / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in self.encoder.state_dict().items()}, str(tmp / "encoder.safetensors"))
-        save_file(self.head.state_dict(), str(tmp / "head.safetensors"))
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict(), "rng": self.rng_state}, tmp / "state.pt")
-        (tmp / "progress.json").write_text(json.dumps({"step": self.step, "history": self.history,
-                                                       "epoch_losses": self.epoch_losses,
-                                                       "training_log": self.training_log,
-                                                       "log_losses": self.log_losses,
-                                                       "examples": self.examples,
-                                                       "train_seconds": self.train_seconds}))
+        try:
+            tmp.mkdir(parents=True)
+            save_file({k: v.contiguous() for k, v in self.encoder.state_dict().items()},
+                      str(tmp / "encoder.safetensors"))
+            save_file(self.head.state_dict(), str(tmp / "head.safetensors"))
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "scaler": self.scaler.state_dict(), "rng": self.rng_state}, tmp / "state.pt")
+            (tmp / "progress.json").write_text(json.dumps({"step": self.step, "history": self.history,
+                                                           "epoch_losses": self.epoch_losses,
+                                                           "training_log": self.training_log,
+                                                           "log_losses": self.log_losses,
+                                                           "examples": self.examples,
+                                                           "train_seconds": self.train_seconds}))
+            for path in tmp.iterdir():
+                fsync_file(path)
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+            reason = _write_failure(exc)
+            free = shutil.disk_usage(self.run_dir).free
+            if not isinstance(exc, OSError) and free < 16 << 20:
+                reason = f"No space left on device: {free >> 20} MiB free there; torch said: {reason}"
+            shutil.rmtree(tmp, ignore_errors=True)  # give back the space the half-written checkpoint took
+            kept = (f"the previous checkpoint ({final}) is intact: free disk space and rerun the same command with "
+                    "--resume" if (final / "progress.json").exists() else
+                    "no earlier checkpoint exists: free disk space and rerun the same command")
+            raise TweetheadsError(f"cannot write the step-{self.step} checkpoint in {self.run_dir} ({reason}); "
+                                  f"{kept}") from None
         old = self.run_dir / "checkpoint.old"
         if final.exists():
             os.replace(final, old)

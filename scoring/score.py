@@ -151,12 +151,23 @@ def score_files(inputs: Iterable[str | Path] | str | Path, output: str | Path, m
 
     ``model`` is a model spec (alias, folder, run folder, hub id) or an ``Embedder``; ``head`` a head
     folder or ``"e2e"``. Raises DataError/ModelError/HeadError before any work when something is off.
+    A write that fails (a full disk) raises DataError; the same command, rerun, resumes.
     """
-    from tqdm.auto import tqdm
-
     plan = prepare(inputs, output, model, head, config)
     if config.engine == "ray":
         return _score_on_ray(plan, config)
+    try:
+        return _score_locally(plan, config)
+    except OSError as exc:  # a full disk, a lost mount: the progress file still holds the last finished chunk
+        raise DataError(
+            f"cannot write {plan.output} or {plan.rejects} ({exc.strerror or exc}); free disk space and rerun the "
+            f"same command: it resumes after the last finished chunk, and a file already at {plan.output} stays "
+            "as it was until the run finishes") from exc
+
+
+def _score_locally(plan: Plan, config: ScoreConfig) -> ScoreSummary:
+    from tqdm.auto import tqdm
+
     started, cpu = time.perf_counter(), time.process_time()
     writer = _Writer(plan)
     state = writer.open()

@@ -2,6 +2,7 @@
 
     python tests/kill_trials.py --trials 20                  # 20 trials of each kind (RELIABILITY.md has timings)
     python tests/kill_trials.py --trials 3 --kinds score     # one kind, fewer trials
+    python tests/kill_trials.py --trials 20 --kinds concurrent  # 4 embed processes, a 5th killed
     python tests/kill_trials.py --trials 20 --json out.json  # also write every trial as JSON
 
 Each trial starts the real command line (``python cli.py ...``) in a subprocess, sends it SIGKILL at
@@ -328,6 +329,93 @@ def _shipped_commit_group() -> int:
     return encoder.COMMIT_EVERY
 
 
+# -- concurrent embed ----------------------------------------------------------------------------
+class ConcurrentTrials:
+    """Four ``embed`` processes fill one store while a fifth, writing to the same store, is killed.
+
+    The five inputs are overlapping windows of ``texts`` (each shares texts with its neighbours, so
+    writers race on the same keys). Each trial: all five start together (one torch thread each),
+    the fifth is killed (timed: 5-90% of its calibrated duration; event: at the k-th growth of any
+    shard file), the four survivors must exit 0 with outputs equal to fresh vectors, the store must
+    open and return only right vectors, and the killed command, rerun, must finish and leave the
+    store holding each text once.
+    """
+
+    def __init__(self, work: Path, fresh: Fresh, texts: list[str], *, commit_every: int = 8):
+        self.work, self.fresh, self.texts, self.commit_every = Path(work), fresh, texts, commit_every
+        step, width = len(texts) // 5, 2 * len(texts) // 5
+        self.sets = [(texts + texts)[i * step: i * step + width] for i in range(5)]
+        self.inputs = [write_texts(self.work / f"concurrent-in-{i}.csv", own) for i, own in enumerate(self.sets)]
+        self.duration = None
+
+    def command(self, i: int, folder: Path) -> list[str]:
+        return _python("embed", "--model", "minilm", "--input", str(self.inputs[i]), "--output",
+                       str(folder / f"out-{i}.npy"), "--cache-dir", str(folder / "cache"), "--batch-size", "8",
+                       commit_every=self.commit_every)
+
+    def _start_all(self, folder: Path) -> list[subprocess.Popen]:
+        return [start(self.command(i, folder), self.work, folder / f"log-{i}", OMP_NUM_THREADS="1") for i in range(5)]
+
+    def _finish(self, procs: list[subprocess.Popen], folder: Path, which) -> None:
+        for i in which:
+            procs[i].wait(timeout=900)
+            log = (folder / f"log-{i}").read_text(errors="replace")
+            if procs[i].returncode != 0 or "Traceback" in log:
+                raise AssertionError(f"process {i} exited {procs[i].returncode}: {log[-800:]}")
+            self.fresh.check(np.load(folder / f"out-{i}.npy"), self.sets[i], f"process {i} output")
+
+    def calibrate(self) -> float:
+        folder = self.work / "concurrent-calibration"
+        shutil.rmtree(folder, ignore_errors=True)
+        started = time.perf_counter()
+        procs = self._start_all(folder)
+        procs[4].wait(timeout=900)
+        self.duration = time.perf_counter() - started
+        self._finish(procs, folder, range(5))
+        shutil.rmtree(folder, ignore_errors=True)
+        return self.duration
+
+    def run(self, seeds) -> list[Trial]:
+        if self.duration is None:
+            self.calibrate()
+        return _run_trials("concurrent", seeds, self.one)
+
+    def one(self, trial: Trial) -> None:
+        rng = random.Random(trial.seed)
+        folder = self.work / f"concurrent-{trial.seed}"
+        shutil.rmtree(folder, ignore_errors=True)
+        cache = folder / "cache"
+        procs = self._start_all(folder)
+        try:
+            if trial.mode == "time":
+                kill_when(procs[4], trial, rng.uniform(0.05, 0.9) * self.duration)
+            else:
+                target, seen = rng.randint(1, 12), [0, 0]
+
+                def grown() -> bool:
+                    size = sum(p.stat().st_size for p in cache.glob("*/shards/*.f32"))
+                    if size > seen[1]:
+                        seen[0], seen[1] = seen[0] + 1, size
+                    return seen[0] >= target
+
+                kill_when(procs[4], trial, 0, event=grown)
+                trial.detail["at growth"] = target
+            self._finish(procs, folder, range(4))  # the survivors finish, with right vectors
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        everything = [t for own in self.sets for t in own]
+        trial.detail["stored before the rerun"] = check_store(cache, self.fresh, everything)
+        run_to_end(self.command(4, folder), self.work, folder / "log-4")
+        self.fresh.check(np.load(folder / "out-4.npy"), self.sets[4], "the killed command, rerun")
+        unique = len(set(normalized(everything)))
+        if check_store(cache, self.fresh, everything) != unique:
+            raise AssertionError("after the rerun the store does not hold each text exactly once")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # -- finetune ------------------------------------------------------------------------------------
 class FinetuneTrials:
     """``python cli.py finetune --model minilm --save-every 2`` on 16 rows (4 steps an epoch), killed, then resumed."""
@@ -538,7 +626,7 @@ def summarize(results: list[Trial]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20, help="trials of each kind")
-    parser.add_argument("--kinds", default="embed,finetune,score", help="comma-separated: embed, finetune, score")
+    parser.add_argument("--kinds", default="embed,finetune,score", help="comma-separated: embed, finetune, score, concurrent")
     parser.add_argument("--seed", type=int, default=0, help="first seed; trial i uses seed + i")
     parser.add_argument("--texts", type=int, default=2500,
                         help="distinct texts per embed trial (more than one commit group of 2048)")
@@ -562,6 +650,9 @@ def main(argv: list[str] | None = None) -> int:
             elif kind == "finetune":
                 trials = FinetuneTrials(work)
                 print(f"finetune: uninterrupted run {trials.calibrate():.1f} s", flush=True)
+            elif kind == "concurrent":
+                trials = ConcurrentTrials(work, fresh, make_texts(200, seed=11))
+                print(f"concurrent: five processes, the fifth took {trials.calibrate():.1f} s", flush=True)
             elif kind == "score":
                 trials = ScoreTrials(work, fresh, make_texts(300, seed=2))
                 print(f"score: uninterrupted run {trials.calibrate():.1f} s", flush=True)

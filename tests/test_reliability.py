@@ -781,3 +781,80 @@ def test_disk_full_for_the_output_file_is_a_one_line_error(tmp_path, warm, monke
         left = sorted(p.name for p in output.parent.iterdir())
     assert_one_line_error(result, str(output))
     assert left == []  # neither the output nor its temporary file is left behind
+
+
+def _grow(folder: Path | None, size: str) -> None:
+    """Free space: make the tmpfs at ``folder`` bigger (None: nothing was mounted, nothing to do)."""
+    if folder is not None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(folder)], check=True, capture_output=True)
+
+
+def test_disk_full_during_score_keeps_the_old_output_and_the_rerun_finishes_the_same(tmp_path, warm, head_dir,
+                                                                                      monkeypatch):
+    from scoring.output import CsvOutput
+
+    source = kt.write_texts(tmp_path / "in.csv", kt.make_texts(400, seed=12))
+    args = ["--model", "minilm", "--head", head_dir, "--cache-dir", tmp_path / "cache", "--chunk-rows", 50]
+    with warm_cli(warm):
+        assert invoke("score", source, "--output", tmp_path / "ref" / "out.csv", *args).exit_code == 0
+    reference = (tmp_path / "ref" / "out.csv").read_bytes()
+    assert len(reference) > 60_000  # more than the small disk holds
+    with small_disk(tmp_path / "disk", "40k") as disk, warm_cli(warm):
+        out = (disk or tmp_path / "disk") / "out.csv"
+        out.write_bytes(b"an earlier run's output\n")
+        if disk is None:  # mount not permitted here: the 4th chunk's write fails as on a full disk
+            real, calls = CsvOutput.append, []
+
+            def append(self, rows):
+                calls.append(1)
+                if len(calls) == 8:
+                    raise OSError(28, "No space left on device")
+                return real(self, rows)
+
+            monkeypatch.setattr(CsvOutput, "append", append)
+        failed = invoke("score", source, "--output", out, *args)
+        monkeypatch.undo()
+        assert_one_line_error(failed, "No space left on device", "rerun the same command")
+        assert out.read_bytes() == b"an earlier run's output\n"  # untouched until the run finishes
+        finished = json.loads(out.with_name("out.csv.progress.json").read_text())["chunk"]
+        assert finished >= 1
+        _grow(disk, "4m")
+        again = invoke("score", source, "--output", out, *args)
+        assert again.exit_code == 0, again.output
+        assert f"resumed after {finished + 1} finished chunks" in again.output
+        assert out.read_bytes() == reference
+        print("tmpfs of 40k" if disk else "injected ENOSPC", "|", failed.output.strip())
+
+
+def test_disk_full_during_a_finetune_checkpoint_keeps_the_previous_one(tmp_path, warm, monkeypatch):
+    trials = kt.FinetuneTrials(tmp_path / "ft", steps=6)
+    runner = in_process_runner(warm)
+    trials.calibrate(runner=runner)  # the uninterrupted run to match
+    # one MiniLM checkpoint is about 275 MB (weights and Adam's two moments): 400 MB hold one, not two
+    with small_disk(tmp_path / "disk", "400m") as disk, warm_cli(warm):
+        run_dir = (disk or tmp_path / "disk") / "run"
+        if disk is None:  # mount not permitted here: the second checkpoint's weights fail as on a full disk
+            import safetensors.torch
+
+            real, calls = safetensors.torch.save_file, []
+
+            def save_file(*a, **k):
+                calls.append(1)
+                if len(calls) == 3:
+                    raise OSError(28, "No space left on device")
+                return real(*a, **k)
+
+            monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+        failed = invoke(*trials.args(run_dir))
+        monkeypatch.undo()
+        assert_one_line_error(failed, "No space left on device", "the previous checkpoint", "--resume")
+        progress = json.loads((run_dir / "checkpoint" / "progress.json").read_text())
+        assert progress["step"] == 2 and not (run_dir / "checkpoint.tmp").exists()
+        _grow(disk, "1200m")
+        again = invoke(*trials.args(run_dir, resume=True))
+        assert again.exit_code == 0, again.output
+        kt.compare_weights(trials.reference, run_dir)
+        from embed.runs import CLASSIFIER_FILE
+
+        assert (run_dir / CLASSIFIER_FILE).read_bytes() == (trials.reference / CLASSIFIER_FILE).read_bytes()
+        print("tmpfs of 400m" if disk else "injected ENOSPC", "|", failed.output.strip())
