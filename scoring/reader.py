@@ -313,7 +313,8 @@ class _Lines:
         while line := readline(limit):
             if len(line) == limit and line[-1] not in "\r\n":
                 self.overlong = True
-                while (rest := readline(limit)) and rest[-1] not in "\r\n":
+                line = line[:RAW_LIMIT]  # the record is rejected: csv need not copy 64 Mi characters
+                while (rest := readline(1 << 20)) and rest[-1] not in "\r\n":  # skip the rest in 1 Mi pieces
                     pass
             if self.head_len < RAW_LIMIT:
                 self.head.append(line)
@@ -373,7 +374,8 @@ def _jsonl_objects(path: Path) -> Iterator[Record]:
                 obj, reason = None, None
                 if len(data) > FIELD_LIMIT and not data.endswith(b"\n"):
                     reason = f"line longer than {FIELD_LIMIT} characters"
-                    while (rest := readline(FIELD_LIMIT)) and not rest.endswith(b"\n"):
+                    data = data[:RAW_LIMIT]  # only the start is shown in the rejects file
+                    while (rest := readline(1 << 20)) and not rest.endswith(b"\n"):  # skip the rest, 1 MiB at a time
                         pass
                 elif not data.strip():
                     continue

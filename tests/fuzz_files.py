@@ -82,11 +82,11 @@ def g_invalid_utf8(rng, i):
 def g_bom(rng, i):
     boms = [b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf\xef\xbb\xbf"]
     data = _template(rng)
+    if rng.random() < 0.2:  # the whole file in UTF-16, behind its own BOM
+        data = "\ufeff".encode("utf-16") + data.decode().encode("utf-16-le")
     if rng.random() < 0.3:  # a BOM in the middle of the file too
         cut = rng.randrange(len(data))
         data = data[:cut] + rng.choice(boms) + data[cut:]
-    if rng.random() < 0.2:
-        data = "\ufeff".encode("utf-16") + data.decode().encode("utf-16-le")
     return "csv", rng.choice(boms) + data
 
 
