@@ -294,14 +294,24 @@ class RowFormatter:
     def labels(self, picked: np.ndarray) -> np.ndarray:
         return self.classes[picked]
 
+    def _positions(self, columns: list[str]) -> list[int]:
+        """Where each kept column is in a chunk's columns (a dict, so 10^5 columns cost no more than 10)."""
+        key = tuple(columns)
+        if getattr(self, "_key", None) != key:
+            where = {}
+            for i, name in enumerate(columns):
+                where.setdefault(name, i)
+            self._key, self._at = key, [where[name] for name in self.kept]
+        return self._at
+
     def rows(self, chunk, picked: np.ndarray, proba: np.ndarray) -> list[list]:
-        at = [chunk.columns.index(name) for name in self.kept]
+        at = self._positions(chunk.columns)
         return [[as_text(row[i]) for i in at] + [str(label)] + [str(p) for p in probs] + self.ids
                 for row, label, probs in zip(chunk.rows, self.labels(picked), proba)]
 
     def table(self, chunk, picked: np.ndarray, proba: np.ndarray) -> pa.Table:
         hints = self._hints(chunk.file)
-        at = [chunk.columns.index(name) for name in self.kept]
+        at = self._positions(chunk.columns)
         arrays = [arrow_column([row[i] for row in chunk.rows], hints[name]) for name, i in zip(self.kept, at)]
         arrays.append(pa.array(self.labels(picked).tolist(), type=self._label_type()))
         arrays += [pa.array(proba[:, j].astype(np.float64)) for j in range(proba.shape[1])]
@@ -319,7 +329,10 @@ class RowFormatter:
             fmt = file_format(path)
             if fmt == "parquet":
                 schema = parquet_schema(path)
-                self.hints[path] = {c: schema.field(schema.names.index(c)).type for c in self.kept}
+                types = {}
+                for field in schema:
+                    types.setdefault(field.name, field.type)
+                self.hints[path] = {c: types[c] for c in self.kept}
             else:
                 self.hints[path] = {c: pa.string() if fmt in ("csv", "tsv") else None for c in self.kept}
         return self.hints[path]

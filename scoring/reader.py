@@ -125,6 +125,13 @@ class Chunk:
     rows_read: int
 
 
+def name_list(names, limit: int = 20) -> str:
+    """Column names for a message: the first ``limit`` quoted, then how many more (a file may have 10^5)."""
+    names = list(names)
+    shown = ", ".join(map(repr, names[:limit]))
+    return shown + (f", ... ({len(names):,} in all)" if len(names) > limit else "")
+
+
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files, folders (their supported files, sorted) and glob patterns, in order, each file once.
 
@@ -171,7 +178,7 @@ def check_inputs(paths: list[Path], text_col: str = "text") -> dict[Path, list[s
         columns = _header(path, file_format(path))
         if text_col not in columns:
             raise DataError(
-                f"{path}: no text column {text_col!r}; columns found: {', '.join(map(repr, columns))}. "
+                f"{path}: no text column {text_col!r}; columns found: {name_list(columns)}. "
                 "Pick one with --text-col."
             )
         if columns.count(text_col) > 1:

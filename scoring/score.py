@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
@@ -56,7 +57,7 @@ from .gold import GoldTally
 from .output import REJECT_COLUMNS, CsvOutput, ParquetOutput, Progress, RowFormatter, reject_rows, sibling
 from .predict import E2E, Classifier, Truncation, predict_texts
 from .ray_engine import PART_FORMATS
-from .reader import Chunk, check_inputs, expand_inputs, iter_chunks
+from .reader import Chunk, check_inputs, expand_inputs, iter_chunks, name_list
 
 if TYPE_CHECKING:
     from embed.encoder import Embedder
@@ -299,7 +300,7 @@ def _gold_column(asked: str | None, head_spec, classifier, paths: list[Path], he
         for path in paths:
             if asked not in headers[path]:
                 raise DataError(f"{path}: no label column {asked!r} to report accuracy against; columns found: "
-                                f"{', '.join(map(repr, headers[path]))}. Pass the gold column with --label-col, "
+                                f"{name_list(headers[path])}. Pass the gold column with --label-col, "
                                 "or leave --label-col out to score without accuracy")
         return asked
     recorded = trained_label_column(head_spec, classifier)
@@ -357,22 +358,24 @@ def _kept_columns(paths: list[Path], headers: dict[Path, list[str]], keep_cols) 
     if keep_cols is None:
         for path in paths[1:]:
             if headers[path] != columns:
-                common = [c for c in columns if all(c in headers[p] for p in paths)]
+                sets = [set(headers[p]) for p in paths]
+                common = [c for c in columns if all(c in names for names in sets)]
                 raise DataError(
-                    f"{path}: columns {', '.join(map(repr, headers[path]))} differ from {first}'s "
-                    f"({', '.join(map(repr, columns))}); all inputs go to one table, so they need the same "
+                    f"{path}: columns {name_list(headers[path])} differ from {first}'s "
+                    f"({name_list(columns)}); all inputs go to one table, so they need the same "
                     f"columns in the same order. Score them separately, or pass --keep-cols with columns "
                     f"all files have ({','.join(common) or 'none in common'})")
         return list(columns)
     keep = list(keep_cols)
-    doubled = sorted({c for c in keep if keep.count(c) > 1})
+    doubled = sorted(name for name, n in Counter(keep).items() if n > 1)
     if doubled:
         raise DataError(f"--keep-cols names {', '.join(map(repr, doubled))} more than once; name each column once")
     for path in paths:
-        missing = [c for c in keep if c not in headers[path]]
+        present = set(headers[path])
+        missing = [c for c in keep if c not in present]
         if missing:
-            raise DataError(f"{path}: no column(s) {', '.join(map(repr, missing))} for --keep-cols; columns "
-                            f"found: {', '.join(map(repr, headers[path]))}")
+            raise DataError(f"{path}: no column(s) {name_list(missing)} for --keep-cols; columns "
+                            f"found: {name_list(headers[path])}")
     return keep
 
 
