@@ -289,50 +289,59 @@ def _records(path: Path, columns: list[str], chunk_rows: int) -> Iterator[Record
         yield from records
 
 
+class _Overlong(Exception):
+    """A physical line over ``FIELD_LIMIT`` characters: its record is rejected, reading goes on after it."""
+
+
 class _Lines:
     """Feeds csv.reader one physical line at a time and notes what the current record's lines held.
 
     csv.reader asks for lines only until its record is complete, so between two ``next(reader)``
-    calls the lines seen here are exactly that record's lines.
+    calls the lines seen here are exactly that record's lines. A line over ``FIELD_LIMIT``
+    characters is never handed to csv: its rest is skipped (1 MiB at a time, so memory stays at one
+    limit's worth) and ``_Overlong`` is raised through ``next(reader)``; the caller rejects the
+    record and starts a fresh csv.reader on the next line, so a quote the long line opened cannot
+    swallow the lines after it.
     """
 
     def __init__(self, handle: IO[str]):
-        self.handle = handle
+        self.readline = handle.readline
         self.exhausted = False
         self.reset()
 
     def reset(self) -> None:
         self.head: list[str] = []
         self.head_len = 0
-        self.nul = self.bad_bytes = self.overlong = False
+        self.nul = self.bad_bytes = False
 
     def problem(self) -> str | None:
-        if self.overlong:
-            return f"line longer than {FIELD_LIMIT} characters"
         if self.nul:
             return "NUL byte"
         if self.bad_bytes:
             return "invalid UTF-8"
         return None
 
-    def __iter__(self) -> Iterator[str]:
-        readline, limit = self.handle.readline, FIELD_LIMIT
-        while line := readline(limit):
-            if len(line) == limit and line[-1] not in "\r\n":
-                self.overlong = True
-                line = line[:RAW_LIMIT]  # the record is rejected: csv need not copy 64 Mi characters
-                while (rest := readline(1 << 20)) and rest[-1] not in "\r\n":  # skip the rest in 1 Mi pieces
-                    pass
-            if self.head_len < RAW_LIMIT:
-                self.head.append(line)
-                self.head_len += len(line)
-            if "\x00" in line:  # Python < 3.11 csv raises on NUL; the record is rejected anyway
-                self.nul = True
-                line = line.replace("\x00", " ")
-            if not line.isascii() and _ESCAPED_BYTES.search(line):
-                self.bad_bytes = True
-            yield line
-        self.exhausted = True
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.readline(FIELD_LIMIT)
+        if not line:
+            self.exhausted = True
+            raise StopIteration
+        if self.head_len < RAW_LIMIT:
+            self.head.append(line[:RAW_LIMIT])
+            self.head_len += len(line)
+        if len(line) == FIELD_LIMIT and line[-1] not in "\r\n":
+            while (rest := self.readline(1 << 20)) and rest[-1] not in "\r\n":
+                pass
+            raise _Overlong
+        if "\x00" in line:  # Python < 3.11 csv raises on NUL; the record is rejected anyway
+            self.nul = True
+            line = line.replace("\x00", " ")
+        if not line.isascii() and _ESCAPED_BYTES.search(line):
+            self.bad_bytes = True
+        return line
 
 
 def _csv_records(path: Path, delimiter: str) -> Iterator[Record]:
@@ -343,14 +352,19 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[Record]:
         opener = gzip.open if _gz(path) else open
         with opener(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
             lines = _Lines(handle)
-            reader = csv.reader(lines, delimiter=delimiter)
+            reader, before = csv.reader(lines, delimiter=delimiter), 0  # lines read by earlier readers
             while True:
                 lines.reset()
-                line = reader.line_num + 1
+                line = before + reader.line_num + 1
                 try:
                     fields = next(reader)
                 except StopIteration:
                     return
+                except _Overlong:
+                    yield line, None, f"line longer than {FIELD_LIMIT} characters", lines.head
+                    before += reader.line_num + 1  # the long line itself was never counted by csv
+                    reader = csv.reader(lines, delimiter=delimiter)
+                    continue
                 except csv.Error as exc:
                     reason = lines.problem()
                     if reason is None:

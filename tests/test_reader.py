@@ -140,6 +140,18 @@ def test_oversized_field_and_line_are_rejected_and_reading_goes_on(tmp_path, mon
         chunks = read([path])
         assert rejects(chunks) == [(2, "line longer than 1000 characters")]
         assert good(chunks) == [(3, ["2", "ok"])]
+        # an overlong line that opens a quote and closes it past the limit: the next line is read again
+        path = write(tmp_path / "quoted.csv", b'id,text\n1,"' + b"q" * 3000 + b'"\n2,after\n3,"x\ny"\n')
+        chunks = read([path])
+        assert rejects(chunks) == [(2, "line longer than 1000 characters")]
+        assert good(chunks) == [(3, ["2", "after"]), (4, ["3", "x\ny"])]
+        assert len(chunks[0].rejects[0].raw) <= reader.RAW_LIMIT
+        # inside a quoted field that started on an earlier line: the record is the reject
+        path = write(tmp_path / "inside.csv", b'id,text\n1,"starts\n' + b"w" * 3000 + b'"\n2,next\n')
+        chunks = read([path])
+        assert rejects(chunks) == [(2, "line longer than 1000 characters")]
+        assert good(chunks) == [(4, ["2", "next"])]
+        check_invariants(chunks, 4096)
     finally:
         csv.field_size_limit(limit)
 
