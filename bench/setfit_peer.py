@@ -20,8 +20,11 @@ head's ``fit``, the vectors already cached) and predictions per second on the ev
 ``model.predict``; ours: cached vectors plus the head). Encoding the eval file once for our side
 is reported separately.
 
-    python bench/setfit_peer.py                 # about 15 minutes on 2 cores
-    python bench/setfit_peer.py --sizes 8 --seeds 1
+    python bench/setfit_peer.py --sizes 8 --seeds 0,1,2     # about 20 minutes on 2 cores
+    python bench/setfit_peer.py                             # 8, 32 and 128 per class: hours here
+
+SetFit's pair training ran at about 4 s a step (batch 16 pairs) on this 2-core CPU, so 128 per
+class (960 steps a seed) takes over an hour a seed; the recorded run covers what fitted.
 """
 from __future__ import annotations
 
@@ -90,7 +93,7 @@ def metrics(pred, gold: np.ndarray, novel: np.ndarray) -> dict:
             "f1": float(f1_score(gold, pred, average="macro"))}
 
 
-def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2)):
+def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | None = None):
     from common import Table
     from embed.data import load_texts
     from embed.encoder import Embedder
@@ -102,9 +105,10 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2)):
         sizes, seeds = (8,), (0,)
     if not setfit_python().exists():
         raise SystemExit(f"no SetFit environment at {setfit_python()}: see this file's docstring")
-    work = Path(tempfile.mkdtemp(prefix="tweetheads-setfit-"))
+    work = Path(work or tempfile.mkdtemp(prefix="tweetheads-setfit-"))
     split = work / "split"
-    split_file(common.gop_csv(), split, SplitConfig(eval_fraction=0.2, seed=42))
+    if not (split / "eval.csv").exists():
+        split_file(common.gop_csv(), split, SplitConfig(eval_fraction=0.2, seed=42))
     train = load_texts(split / "train.csv", "text", "sentiment")
     evals = load_texts(split / "eval.csv", "text", "sentiment")
     y, gold = np.asarray(train.labels), np.asarray(evals.labels)
@@ -171,8 +175,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=(0, 1, 2))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--work", type=Path, help="keep the split and the embedding cache here (reused by a rerun)")
     args = parser.parse_args()
-    tables, results = run(args.quick, args.sizes, args.seeds)
+    tables, results = run(args.quick, args.sizes, args.seeds, args.work)
     for table in tables:
         print(table.markdown())
     if args.json:

@@ -151,6 +151,8 @@ class _Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (end - s) / span))
         self.amp_dtype = _amp_dtype(torch, config.precision, self.device)
+        # what it really trains in, recorded in the run folder and its model card ("auto" is only the request)
+        self.trained_precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if config.log_every is not None and (not isinstance(config.log_every, int) or config.log_every < 1):
             raise TweetheadsError(f"log_every must be a whole number of steps of at least 1, got {config.log_every!r}")
@@ -337,7 +339,7 @@ class _Trainer:
         info.update({"format": "tweetheads-run/1", "config": asdict(config), "base_model": config.model,
                      "base_model_path": str(self.source.path), "labels": list(self.labels.names),
                      "max_length": self.max_length, "normalization": self.norm_version, "device": self.device,
-                     "interrupted": interrupted})
+                     "trained_precision": self.trained_precision, "interrupted": interrupted})
         info["data"] = self.data_files
         info["files"] = artifact_digests(run_dir)  # verified whenever the run is loaded
         write_atomic(info_path, json.dumps(info, indent=2) + "\n")  # a kill mid-write leaves the old one

@@ -47,7 +47,10 @@ def render_model_card(info: dict, metrics: dict) -> str:
     if config.get("max_steps"):
         lines.append(f"- training_steps: {config['max_steps']}")
     lines += [f"- max_length: {info['max_length']}", f"- text normalization: {info['normalization']}",
-              f"- device: {info['device']}", "", "### Training results", "",
+              f"- device: {info['device']}"]
+    if info.get("trained_precision"):
+        lines.append(f"- precision: {info['trained_precision']} (asked: {config.get('precision', 'auto')})")
+    lines += ["", "### Training results", "",
               "| Training Loss | Epoch | Step | Validation Loss | Accuracy |",
               "|:-------------:|:-----:|:----:|:---------------:|:--------:|"]
     for row in metrics.get("history", []):

@@ -65,6 +65,7 @@ def test_run_folder_artifacts_load(trained):
     card = (run / "README.md").read_text()
     assert "| Training Loss | Epoch | Step | Validation Loss | Accuracy |" in card
     assert "- learning_rate: 0.0001" in card and "- seed: 42" in card and "sha256" in card
+    assert "- precision: fp32 (asked: auto)" in card  # what it trained in, not only what was asked
     assert json.loads((run / "labels.json").read_text())["labels"] == ["Negative", "Neutral", "Positive"]
     model = SentenceTransformer(str(run / "encoder"))
     texts = ["Loved the debate tonight", "What a waste of time"]
@@ -162,7 +163,9 @@ def test_precision_choice(tmp_path, minilm_path):
     assert metrics["steps"] == 2 and np.isfinite(metrics["final"]["training_loss"])
     from embed.models import RUN_MARKER
 
-    assert json.loads((tmp_path / "run" / RUN_MARKER).read_text())["config"]["precision"] == "bf16"
+    info = json.loads((tmp_path / "run" / RUN_MARKER).read_text())
+    assert info["config"]["precision"] == "bf16" and info["trained_precision"] == "bf16"
+    assert "- precision: bf16 (asked: bf16)" in (tmp_path / "run" / "README.md").read_text()
 
 
 def test_run_shipped_through_fp16_parts_loads_and_predicts_alike(trained, tmp_path):
