@@ -47,7 +47,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import shutil
 import time
 from dataclasses import dataclass
@@ -104,7 +103,11 @@ def part_name(file: int, chunk: int) -> str:
 
 # -- on the workers ------------------------------------------------------------------------------
 def read_file(item: dict, spec: WorkSpec):
-    """A read task: one row per chunk not done yet (the pickled chunk), then the file's own record."""
+    """A read task: one row per chunk not done yet, then the file's own record.
+
+    The chunk travels as a Python object in the row; Ray serializes it in memory between its own
+    worker processes (nothing of it is written to or read from disk by this project).
+    """
     import ray
 
     file, done = int(item["file"]), {int(c) for c in item["done"]}
@@ -113,7 +116,7 @@ def read_file(item: dict, spec: WorkSpec):
         rows += chunk.rows_read
         chunks += 1
         if chunk.index not in done:
-            yield {"file": file, "chunk": chunk.index, "payload": pickle.dumps(chunk, protocol=5)}
+            yield {"file": file, "chunk": chunk.index, "payload": chunk}
     record = {"file": file, "path": spec.paths[file], "rows_read": rows, "chunks": chunks,
               "node": ray.get_runtime_context().get_node_id()}
     write_atomic(Path(spec.folder) / RECORDS / f"file-{file:05d}.json", json.dumps(record))
@@ -135,7 +138,7 @@ class ChunkWriter:
         self.folder = Path(spec.folder)
 
     def __call__(self, row: dict) -> dict:
-        chunk = pickle.loads(row["payload"])
+        chunk = row["payload"]
         file, spec = int(row["file"]), self.spec
         proba, truncated, encoded = predict_texts(self.embedder, self.classifier, self.truncation, chunk.texts)
         picked = np.argmax(proba, axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
