@@ -290,6 +290,8 @@ class RowFormatter:
         self.kept, self.columns, self.classes = list(kept), list(columns), np.asarray(classes)
         self.ids = [model_id, head_id]
         self.hints: dict[Path, dict] = {}
+        self._key: tuple | None = None  # the chunk columns _at was computed for
+        self._at: list[int] = []
 
     def labels(self, picked: np.ndarray) -> np.ndarray:
         return self.classes[picked]
@@ -297,7 +299,7 @@ class RowFormatter:
     def _positions(self, columns: list[str]) -> list[int]:
         """Where each kept column is in a chunk's columns (a dict, so 10^5 columns cost no more than 10)."""
         key = tuple(columns)
-        if getattr(self, "_key", None) != key:
+        if self._key != key:
             where = {}
             for i, name in enumerate(columns):
                 where.setdefault(name, i)
