@@ -224,6 +224,9 @@ class _Trainer:
                                   f"{kept}") from None
         old = self.run_dir / "checkpoint.old"
         if final.exists():
+            # a run killed during the last save's clean-up leaves a stale checkpoint.old beside a complete
+            # checkpoint/; a folder cannot be renamed over a non-empty one, so it goes first
+            shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)

@@ -194,3 +194,27 @@ def test_run_shipped_through_fp16_parts_loads_and_predicts_alike(trained, tmp_pa
     (tmp_path / "parts" / parts[-1].name).unlink()  # a missing last part is refused, not half-read
     with pytest.raises(SystemExit, match="incomplete"):
         unpack(tmp_path / "parts", tmp_path / "again")
+
+
+
+def test_a_stale_checkpoint_old_does_not_stop_the_next_save(tmp_path, minilm_path, monkeypatch):
+    """A kill during a save's clean-up leaves checkpoint.old/ beside a complete checkpoint/ (seen in a kill
+    trial): the next save must still replace them."""
+    from embed import finetune
+
+    real = finetune._Trainer.save_checkpoint
+
+    def save_then_leave_old(self):
+        real(self)
+        if self.step == 1:  # as if killed before the previous checkpoint's removal finished
+            (self.run_dir / "checkpoint.old").mkdir()
+            (self.run_dir / "checkpoint.old" / "left-over.bin").write_bytes(b"x")
+
+    monkeypatch.setattr(finetune._Trainer, "save_checkpoint", save_then_leave_old)
+    train = write_tweets(tmp_path / "train.csv", 16, seed=3)
+    run = tmp_path / "run"
+    config = FinetuneConfig(**{**QUICK, "epochs": 1, "save_every": 1})  # saves at step 1, then step 2 over it
+    metrics = fine_tune(train, run, config, cache_dir=tmp_path / "cache")
+    assert metrics["steps"] == 2
+    assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 2
+    assert not (run / "checkpoint.old").exists()
