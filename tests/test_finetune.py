@@ -218,3 +218,46 @@ def test_a_stale_checkpoint_old_does_not_stop_the_next_save(tmp_path, minilm_pat
     assert metrics["steps"] == 2
     assert json.loads((run / "checkpoint" / "progress.json").read_text())["step"] == 2
     assert not (run / "checkpoint.old").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_tas_b_shaped_distilbert_fine_tunes_and_reloads_with_768_d_cls(tmp_path, minilm_path, precision):
+    """The card's architecture (DistilBERT, 768-d, CLS): a small random one trains a few steps in fp32
+    and in bf16 autocast, reloads as a SentenceTransformer, and its vectors are the first token of the
+    last hidden state, 768 wide."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    from embed.encoder import Embedder
+    from embed.models import RUN_MARKER
+
+    folder = tmp_path / "tiny-tas-b"
+    torch.manual_seed(0)
+    DistilBertModel(DistilBertConfig(dim=768, n_layers=2, n_heads=12, hidden_dim=1024)).save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(minilm_path)).save_pretrained(str(folder))  # same uncased vocabulary
+    train = write_tweets(tmp_path / "train.csv", 24, seed=5)
+    config = FinetuneConfig(**{**QUICK, "model": str(folder), "epochs": 1, "precision": precision, "device": "cpu"})
+    metrics = fine_tune(train, tmp_path / "run", config, cache_dir=tmp_path / "cache")
+    assert metrics["steps"] == 3 and np.isfinite(metrics["final"]["training_loss"])
+    run = tmp_path / "run"
+    assert json.loads((run / RUN_MARKER).read_text())["trained_precision"] == precision
+    before = AutoModel.from_pretrained(str(folder)).state_dict()["transformer.layer.0.attention.q_lin.weight"]
+    after = AutoModel.from_pretrained(str(run / "encoder")).state_dict()["transformer.layer.0.attention.q_lin.weight"]
+    assert not torch.equal(before, after)  # it trained
+
+    texts = ["Loved the debate tonight", "What a waste of time", "@user watching from home http"]
+    model = SentenceTransformer(str(run / "encoder"), device="cpu")
+    assert model.get_embedding_dimension() == 768
+    ours, _ = Embedder(str(run), max_length=48, cache_dir=None).embed(texts)
+    assert ours.shape == (3, 768)
+    tokenizer = AutoTokenizer.from_pretrained(str(run / "encoder"))
+    bare = AutoModel.from_pretrained(str(run / "encoder")).eval()
+    from embed.normalize import normalize_tweet
+
+    normalized = [normalize_tweet(t) for t in texts]
+    with torch.no_grad():
+        batch = tokenizer(normalized, padding=True, truncation=True, max_length=48, return_tensors="pt")
+        first_token = bare(**batch).last_hidden_state[:, 0].numpy()
+    np.testing.assert_allclose(ours, first_token, atol=1e-4)  # CLS: first token of the last hidden state
+    np.testing.assert_allclose(model.encode(normalized), first_token, atol=1e-4)  # and the saved pooling is CLS
