@@ -14,6 +14,7 @@ from cache import CacheError, clear_store, default_cache_dir, list_stores
 from embed.encoder import COMMIT_EVERY, POOLINGS
 from embed.errors import TweetheadsError
 from embed.finetune import FinetuneConfig
+from embed.backends import BACKENDS
 from embed.models import PRECISIONS
 from heads.base import SELECT_METRICS
 from scoring.score import ENGINES, PART_FORMATS, ScoreConfig
@@ -62,9 +63,12 @@ max_rows_option = click.option("--max-train-rows", type=int, default=None,
 
 
 def _embed_options(f):
-    f = click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
+    f = click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+                     help="Where vectors are computed (part of the cache fingerprint). auto: OpenVINO on a CPU "
+                     "where it is installed (faster than torch here, vectors equal to ~1e-6), torch on a GPU.")(f)
+    f = click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
                      show_default=True, help="Inference precision (part of the cache fingerprint). auto: bf16 on a CPU "
-                     "with bf16 units (2.7x faster here, a head within 0.2 points), fp16 on a GPU, else fp32.")(f)
+                     "with bf16 units (2.7x faster there, a head within 0.2 points), fp16 on a GPU, else fp32.")(f)
     f = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")(f)
     f = click.option("--batch-size", type=int, default=64, show_default=True)(f)
     f = click.option("--max-length", type=int, default=None,
@@ -74,12 +78,12 @@ def _embed_options(f):
     return f
 
 
-def _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir, progress=True):
+def _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir, progress=True):
     from embed.encoder import Embedder
 
     _quiet_transformers()
     return Embedder(model, pooling=pooling, max_length=max_length, batch_size=batch_size, device=device,
-                    precision=precision, cache_dir=cache_dir or "default", progress=progress)
+                    precision=precision, backend=backend, cache_dir=cache_dir or "default", progress=progress)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -170,7 +174,7 @@ def finetune(train_path, eval_path, run_dir, resume, cache_dir, **options):
               help="Texts encoded between cache commits (a killed run loses at most this many).")
 @_embed_options
 @cache_dir_option
-def embed(model, input_path, output, text_col, commit_every, pooling, max_length, batch_size, device, precision,
+def embed(model, input_path, output, text_col, commit_every, pooling, max_length, batch_size, device, precision, backend,
           cache_dir):
     """Embed a file's texts through the cache (only new texts are encoded)."""
     import numpy as np
@@ -178,7 +182,7 @@ def embed(model, input_path, output, text_col, commit_every, pooling, max_length
     from embed.data import load_texts
 
     table = load_texts(input_path, text_col)
-    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir)
+    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir)
     embedder.set_params(commit_every=commit_every)
     vectors, stats = embedder.embed(table.texts)
     if output is not None:
@@ -229,7 +233,7 @@ def _head_params(pairs: tuple[str, ...]) -> dict:
 @_embed_options
 @cache_dir_option
 def train_head(head_name, model, train_path, eval_path, out_dir, text_col, label_col, max_train_rows, select_on,
-               select_metric, class_weight, params, pooling, max_length, batch_size, device, precision, cache_dir):
+               select_metric, class_weight, params, pooling, max_length, batch_size, device, precision, backend, cache_dir):
     """Fit a head on cached embeddings of TRAIN, save it to OUT, report on EVAL."""
     from heads import get_head
     from comparison.train_head import HeadConfig, fit_head
@@ -238,7 +242,7 @@ def train_head(head_name, model, train_path, eval_path, out_dir, text_col, label
     config = HeadConfig(head=head_name, params=_head_params(params), text_col=text_col, label_col=label_col,
                         max_train_rows=max_train_rows, select_on=select_on, select_metric=select_metric,
                         class_weight=None if class_weight == "none" else class_weight)
-    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir)
+    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir)
     report = fit_head(embedder, train_path, out_dir, config, eval_path=eval_path)
     click.echo(report.summary())
     click.echo(f"saved {out_dir}")
@@ -263,7 +267,7 @@ def train_head(head_name, model, train_path, eval_path, out_dir, text_col, label
 @_embed_options
 @cache_dir_option
 def compare(run_dir, test_path, head_dirs, train_path, report_dir, train_sizes, repeats, text_col, label_col,
-            max_train_rows, pooling, max_length, batch_size, device, precision, cache_dir):
+            max_train_rows, pooling, max_length, batch_size, device, precision, backend, cache_dir):
     """Compare the end-to-end model and each HEAD_DIR on the same TEST rows (all and novel)."""
     from comparison.compare import CompareConfig
     from comparison.compare import compare as run_compare
@@ -271,7 +275,7 @@ def compare(run_dir, test_path, head_dirs, train_path, report_dir, train_sizes, 
     from comparison.report import table
 
     sizes = parse_sizes(train_sizes) if train_sizes else ()
-    embedder = _embedder(str(run_dir), pooling, max_length, batch_size, device, precision, cache_dir)
+    embedder = _embedder(str(run_dir), pooling, max_length, batch_size, device, precision, backend, cache_dir)
     results = run_compare(embedder, run_dir, test_path, list(head_dirs), report_dir, train_path,
                           CompareConfig(text_col=text_col, label_col=label_col, max_train_rows=max_train_rows,
                                         train_sizes=sizes, repeats=repeats))
@@ -348,7 +352,7 @@ def cache_clear(store, cache_dir):
 @_embed_options
 @cache_dir_option
 def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, rejects, chunk_rows, engine,
-          ray_address, concurrency, part_format, actor_cpus, pooling, max_length, batch_size, device, precision,
+          ray_address, concurrency, part_format, actor_cpus, pooling, max_length, batch_size, device, precision, backend,
           cache_dir):
     """Label INPUTS (files, folders, globs; CSV/TSV/JSONL/Parquet, optionally .gz) into one output file.
 
@@ -365,7 +369,7 @@ def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, r
     from scoring.score import score_files
 
     keep = None if keep_cols is None else tuple(c.strip() for c in keep_cols.split(",") if c.strip())
-    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir, progress=False)
+    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir, progress=False)
     config = ScoreConfig(text_col=text_col, keep_cols=keep, prefix=prefix, label_col=label_col, rejects=rejects,
                          chunk_rows=chunk_rows, engine=engine, concurrency=concurrency, ray_address=ray_address,
                          part_format=part_format, actor_cpus=actor_cpus, progress=True)

@@ -9,7 +9,21 @@ The same GOP tweets (a seeded sample, normalized once as ``Embedder.embed`` does
   every ``nn.Linear`` (a bench-only variant: the library has no int8 precision);
 - ``embed`` with a cold cache (raw texts: normalization, deduplication and cache writes
   included; a fresh cache folder for every call);
-- ONNX Runtime fp32 / dynamic int8 (``bench/onnx_int8.py``) where the export works here.
+- ONNX Runtime fp32 / dynamic int8 (``bench/onnx_int8.py``) where the export works here;
+- OpenVINO (``--backend openvino``, the default on a CPU): fp32, bf16 where the CPU has bf16 units
+  (elsewhere OpenVINO quietly computes in f32, so the row is left out), and a bench-only static
+  int8 model quantized by NNCF, calibrated on 320 GOP tweets outside the timed sample.
+All torch rows pin ``backend="torch"``; ``embed, no flags`` is what a user gets without flags.
+
+The hardware limit: the best of five 2048x2048 torch matmuls per precision (GFLOP/s), the model's
+FLOPs per token from its config (2 x the multiply-adds of the Q/K/V/O and FFN matrices plus the
+attention scores and mix at the sample's mean token count), hence texts/s at that peak; each row's
+share is its encoded texts/s over the limit of the precision it computes in (int8 rows against fp32).
+
+Whole process (``bench_whole_process``): ``python cli.py embed`` with a fresh cache folder (the
+OpenVINO export included), again with the export already on disk, with ``--backend torch
+--precision fp32``, and a script that loads ``SentenceTransformer`` and calls ``encode(texts,
+batch_size=64)`` with no other flag, each a new process, interleaved, medians.
 
 Timing: the texts are split into chunks and, chunk by chunk, every variant runs in rotating order,
 so a load change on the shared machine hits all variants alike. A variant's texts/s is its texts
@@ -52,7 +66,30 @@ def _vector_diff(X: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
     return float(np.max(np.abs(X - ref))), float(np.mean(cos)), float(np.min(cos))
 
 
-def _variants(path: str, tmp, texts_norm, texts_raw, include: set[str]) -> tuple[dict, list[str]]:
+def _openvino_int8(path: str, calibration: list[str]):
+    """An Embedder whose OpenVINO graph is NNCF's static int8 quantization of the fp32 export."""
+    import nncf  # noqa: F401 - ImportError names the missing package
+
+    from embed.encoder import Embedder
+
+    emb = Embedder(path, precision="fp32", backend="openvino", cache_dir=None)
+    enc = emb.load()
+    from embed.backends import OpenVinoEncoder, load_or_export
+    from embed.models import load_encoder
+
+    tok = enc.ensure_tokenizer()
+    fp32 = load_or_export(lambda: load_encoder(enc.source, tokenizer=False)[0].eval(), tok, enc.pooling, None)
+    ids = tok(calibration, truncation=True, max_length=enc.max_length, return_attention_mask=False)["input_ids"]
+    batches = [tok.pad({"input_ids": ids[i:i + 16]}, return_tensors="np") for i in range(0, len(ids), 16)]
+    dataset = nncf.Dataset(batches, lambda b: {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]})
+    with warnings_silenced():
+        quantized = nncf.quantize(fp32, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches))
+    enc.compiled = OpenVinoEncoder(quantized, "fp32")
+    return emb
+
+
+def _variants(path: str, tmp, texts_norm, texts_raw, include: set[str],
+              calibration: list[str] = ()) -> tuple[dict, list[str]]:
     """name -> fn(chunk_indices) returning vectors for those rows; plus notes."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -66,8 +103,8 @@ def _variants(path: str, tmp, texts_norm, texts_raw, include: set[str]) -> tuple
         st.encode(texts_norm[:8], batch_size=64)  # warm-up, untimed
         variants["encode()"] = lambda rows: st.encode([texts_norm[i] for i in rows], batch_size=64)
 
-    def embedder(precision):
-        emb = Embedder(path, precision=precision, cache_dir=None)
+    def embedder(precision, backend="torch"):
+        emb = Embedder(path, precision=precision, backend=backend, cache_dir=None)
         emb.encode_new(texts_norm[:8])  # loads weights and tokenizer, untimed
         return emb
 
@@ -84,7 +121,7 @@ def _variants(path: str, tmp, texts_norm, texts_raw, include: set[str]) -> tuple
         e16 = embedder("bf16")
         variants["encode_new bf16"] = lambda rows: e16.encode_new([texts_norm[i] for i in rows])[0]
     if "int8" in include:
-        e8 = Embedder(path, precision="fp32", cache_dir=None)
+        e8 = Embedder(path, precision="fp32", backend="torch", cache_dir=None)
         enc = e8.load()
         with warnings_silenced():
             enc.model = torch.ao.quantization.quantize_dynamic(enc.ensure_model(), {torch.nn.Linear},
@@ -94,8 +131,28 @@ def _variants(path: str, tmp, texts_norm, texts_raw, include: set[str]) -> tuple
     for precision in ("fp32", "bf16"):
         if f"embed-{precision}" not in include:
             continue
-        variants[f"embed {precision}, cold cache"] = _ColdEmbed(
-            Embedder(path, precision=precision, cache_dir=None), tmp / f"cold-{precision}", texts_raw)
+        variants[f"embed torch {precision}, cold cache"] = _ColdEmbed(
+            Embedder(path, precision=precision, backend="torch", cache_dir=None), tmp / f"cold-{precision}", texts_raw)
+    if "openvino" in include:
+        from embed.encoder import cpu_has_bf16
+
+        ov32 = embedder("fp32", "openvino")
+        variants["OpenVINO fp32"] = lambda rows: ov32.encode_new([texts_norm[i] for i in rows])[0]
+        if cpu_has_bf16():
+            ov16 = embedder("bf16", "openvino")
+            variants["OpenVINO bf16"] = lambda rows: ov16.encode_new([texts_norm[i] for i in rows])[0]
+        else:
+            notes.append("OpenVINO bf16 not measured: this CPU has no bf16 units, where OpenVINO computes in f32.")
+        try:
+            ov8 = _openvino_int8(path, calibration)
+            variants["OpenVINO int8 (NNCF static)"] = lambda rows: ov8.encode_new([texts_norm[i] for i in rows])[0]
+        except ImportError as exc:
+            notes.append(f"OpenVINO int8 not measured: {exc} (pip install nncf).")
+    if "embed-auto" in include:
+        plain = Embedder(path, cache_dir=None)
+        enc = plain.load()
+        variants[f"embed, no flags ({enc.backend} {enc.precision}), cold cache"] = _ColdEmbed(
+            plain, tmp / "cold-auto", texts_raw)
     if "onnx" in include:
         from onnx_int8 import OnnxUnavailable, build
 
@@ -121,7 +178,7 @@ class _ColdEmbed:
 
     def __init__(self, embedder, root, texts):
         self.embedder, self.root, self.texts = embedder, root, texts
-        self.calls = self.encoded = 0
+        self.calls = self.encoded = self.texts_seen = 0
         embedder.cache_dir = root / "warm-up"
         embedder.embed(texts[:8])  # model load + fingerprint (hashes the weights), untimed
 
@@ -130,6 +187,7 @@ class _ColdEmbed:
         self.embedder.cache_dir = self.root / f"call-{self.calls}"
         vectors, stats = self.embedder.embed([self.texts[i] for i in rows])
         self.encoded += stats.encoded
+        self.texts_seen += len(rows)
         return vectors
 
 
@@ -142,12 +200,57 @@ def warnings_silenced():
         yield
 
 
+def peak_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """Best-of-``repeats`` torch matmul GFLOP/s per precision on this CPU (all torch threads)."""
+    import torch
+
+    peaks = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(size, size).to(dtype)
+        b = torch.randn(size, size).to(dtype)
+        a @ b  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        peaks[name] = 2 * size ** 3 / best / 1e9
+    return peaks
+
+
+def flops_per_text(path: str, texts: list[str]) -> tuple[float, float]:
+    """``(FLOPs per text, mean tokens)`` of the encoder's forward pass, from its config."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from embed.models import max_seq_length, transformer_dir
+
+    folder = transformer_dir(__import__("pathlib").Path(path))
+    config = AutoConfig.from_pretrained(str(folder))
+    hidden = getattr(config, "hidden_size", None) or config.dim
+    ffn = getattr(config, "intermediate_size", None) or config.hidden_dim
+    layers = getattr(config, "num_hidden_layers", None) or config.n_layers
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=max_seq_length(folder))["input_ids"]]
+    mean = float(np.mean(lengths))
+    # per token and layer: Q, K, V, O (4 h^2) + FFN (2 h f) multiply-adds, + scores and mix (2 L h)
+    per_token = 2 * layers * (4 * hidden * hidden + 2 * hidden * ffn + 2 * mean * hidden)
+    return float(np.mean([per_token * n for n in lengths])), mean
+
+
+def _computes_in(name: str) -> str:
+    return "bf16" if "bf16" in name else "fp32"
+
+
 def bench_model(label: str, path: str, tmp, n: int, chunk: int, include: set[str],
-                short: set[str], short_chunks: int) -> Table:
+                short: set[str], short_chunks: int, peaks: dict | None = None) -> Table:
     texts_raw, labels = common.gop_tweets(n)
     texts_norm = common.normalized(texts_raw)
     y = np.asarray(labels)
-    variants, notes = _variants(path, tmp, texts_norm, texts_raw, include)
+    sample = set(common.normalized(texts_raw))
+    calibration = [t for t in common.normalized(common.gop_tweets(2000, seed=99)[0]) if t not in sample][:320]
+    per_text, mean_tokens = flops_per_text(path, texts_norm)
+    limits = {p: g * 1e9 / per_text for p, g in (peaks or {}).items()}
+    variants, notes = _variants(path, tmp, texts_norm, texts_raw, include, calibration)
     chunks = [np.arange(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     seconds = {name: [] for name in variants}  # per chunk; None where not run
     vectors = {name: np.zeros((n, 0), dtype=np.float32) for name in variants}
@@ -183,7 +286,7 @@ def bench_model(label: str, path: str, tmp, n: int, chunk: int, include: set[str
                   "split of the variant's own vectors; delta and vector differences against "
                   "encode_new fp32."),
         columns=["variant", "texts timed", "texts/s", "vs encode()", "chunk ratios (min-max)",
-                 "head accuracy", "delta vs fp32 (points)", "max abs diff", "cosine mean / min"])
+                 "share of limit", "head accuracy", "delta vs fp32 (points)", "max abs diff", "cosine mean / min"])
     for name in names:
         texts_per_s, used = rate(name)
         vs, both = rate(name, base) if name != base else (texts_per_s, used)
@@ -197,10 +300,16 @@ def bench_model(label: str, path: str, tmp, n: int, chunk: int, include: set[str
                 mx, cmean, cmin = _vector_diff(vectors[name], ref)
                 diff, cos = mx, f"{cmean:.5f} / {cmin:.5f}"
             acc = f"{acc:.3f}"
+        share = None
+        if limits:
+            encoded_rate = texts_per_s
+            if isinstance(variants[name], _ColdEmbed):  # duplicates are not encoded: count what was
+                encoded_rate *= variants[name].encoded / max(1, variants[name].texts_seen)
+            share = f"{100 * encoded_rate / limits[_computes_in(name)]:.0f}% ({_computes_in(name)})"
         table.add(name, sum(len(chunks[i]) for i in used), texts_per_s,
                   ratio(vs, base_rate) if name != base else "1.00x",
                   f"{min(per_chunk):.2f}-{max(per_chunk):.2f}" if name != base else "-",
-                  acc, delta, diff, cos)
+                  share, acc, delta, diff, cos)
     for name in names:
         if isinstance(variants[name], _ColdEmbed):
             timed = sum(len(chunks[i]) for i, s in enumerate(seconds[name]) if s is not None)
@@ -208,6 +317,11 @@ def bench_model(label: str, path: str, tmp, n: int, chunk: int, include: set[str
                          "duplicates (retweets) within a chunk, which `embed` encodes once.")
     notes.append("`encode()` uses the model's own pooling (mean pooling, then normalization, for both "
                  "models); its accuracy is for reference, and its delta is against our CLS fp32 vectors.")
+    if limits:
+        notes.append(f"Limit: {per_text / 1e9:.2f} GFLOP per text (mean {mean_tokens:.1f} tokens) at the measured "
+                     f"matmul peak: {', '.join(f'{limits[p]:,.0f} texts/s in {p} ({peaks[p]:,.0f} GFLOP/s)' for p in limits)}. "
+                     "Share = encoded texts/s over the limit of the precision the row computes in (int8 rows "
+                     "against fp32: no int8 peak is measured).")
     table.notes = notes
     return table
 
@@ -257,25 +371,96 @@ def bench_threads(path: str, n: int, rounds: int) -> Table:
     return table
 
 
+_ENCODE_SCRIPT = """
+import csv, sys
+from sentence_transformers import SentenceTransformer
+with open(sys.argv[2], newline="", encoding="utf-8") as handle:
+    texts = [row["text"] for row in csv.DictReader(handle)]
+SentenceTransformer(sys.argv[1]).encode(texts, batch_size=64)
+"""
+
+
+def bench_whole_process(label: str, model: str, path: str, tmp, n: int, rounds: int) -> Table:
+    """Each variant a new process on the same CSV of ``n`` raw GOP tweets, cold embedding store."""
+    import csv
+    import shutil
+    import subprocess
+    import sys
+
+    texts, labels = common.gop_tweets(n, seed=11)
+    data = tmp / f"whole-{label}.csv"
+    with open(data, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(texts, labels))
+    script = tmp / "encode.py"
+    script.write_text(_ENCODE_SCRIPT)
+    kept = tmp / f"kept-{label}"  # a cache folder whose export survives; its store is emptied every run
+    cli = [sys.executable, str(common.REPO / "cli.py"), "embed", "--model", model, "--input", str(data)]
+    runs = {"cold": 0}
+
+    def ours(*flags, keep=False):
+        def fn():
+            runs["cold"] += 1
+            cache = kept if keep else tmp / f"cold-{label}-{runs['cold']}"
+            if keep and cache.exists():
+                for child in cache.iterdir():
+                    if child.name != "exports":
+                        shutil.rmtree(child)
+            subprocess.run(cli + ["--output", str(tmp / "out.npy"), "--cache-dir", str(cache), *flags],
+                           check=True, capture_output=True)
+            if not keep:
+                shutil.rmtree(cache, ignore_errors=True)
+        return fn
+
+    def encode():
+        subprocess.run([sys.executable, str(script), path, str(data)], check=True, capture_output=True)
+
+    ours(keep=True)()  # writes the export that "export on disk" reads
+    variants = {"SentenceTransformer.encode(), no flags": encode,
+                "embed, no flags, fresh cache (export included)": ours(),
+                "embed, no flags, export on disk, empty store": ours(keep=True),
+                "embed --backend torch --precision fp32, fresh cache": ours("--backend", "torch", "--precision", "fp32")}
+    times = common.interleave(variants, rounds, f"whole process {label}")
+    base = float(np.median(times["SentenceTransformer.encode(), no flags"]))
+    table = Table(
+        title=f"{label}, whole process: `embed` with no flags against `encode()` ({n:,} GOP tweets, cold)",
+        compared=(f"Each row a new process on the same CSV of {n:,} raw GOP tweets ({rounds} rounds, rotating "
+                  "order, median wall seconds): start-up, model load, reading, and for `embed` normalization, "
+                  "deduplication, the cache writes and the `.npy` output. Ratio = encode()'s seconds over the row's."),
+        columns=["variant", "median s", "texts/s", "vs encode()"])
+    for name, secs in times.items():
+        median = float(np.median(secs))
+        table.add(name, f"{median:.1f}", n / median, ratio(base, median) if name != list(times)[0] else "1.00x")
+    table.notes.append("`encode()` gets the raw texts and its own (mean) pooling; `embed` normalizes, encodes each "
+                       "distinct text once (retweets repeat) and writes CLS vectors.")
+    return table
+
+
 def run(quick: bool = False) -> list[Table]:
     tables = []
     with common.temp_dir() as tmp:
-        n_mini, n_mpnet = (400, 200) if quick else (5000, 5000)
-        chunk_mini, chunk_mpnet = (200, 100) if quick else (1000, 1000)
-        everything = {"encode()", "fp32", "bf16", "autocast", "int8", "embed-fp32", "embed-bf16", "onnx"}
+        n_mini, n_mpnet = (400, 200) if quick else (5000, 2000)
+        chunk_mini, chunk_mpnet = (200, 100) if quick else (1000, 500)
+        peaks = peak_gflops()
+        log(f"matmul peak GFLOP/s: {peaks}")
+        everything = {"encode()", "fp32", "bf16", "autocast", "int8", "embed-fp32", "embed-auto", "onnx", "openvino"}
         tables.append(bench_model("MiniLM", common.minilm_path(), tmp / "minilm", n_mini, chunk_mini,
-                                  everything, short=set(), short_chunks=0))
+                                  everything, short=set(), short_chunks=0, peaks=peaks))
+        tables.append(bench_whole_process("MiniLM", "minilm", common.minilm_path(), tmp, 500 if quick else 5000,
+                                          1 if quick else 3))
         start = time.perf_counter()
         mpnet = common.mpnet_path(tmp / "models")
         assembled = time.perf_counter() - start
         log(f"MPNet assembled in {assembled:.1f} s")
         table = bench_model("MPNet", mpnet, tmp / "mpnet", n_mpnet, chunk_mpnet,
-                            {"encode()", "fp32", "bf16", "int8", "embed-bf16"},
-                            short={"encode()", "embed"}, short_chunks=2)
+                            {"encode()", "fp32", "bf16", "int8", "embed-auto", "openvino"},
+                            short={"encode()", "encode_new bf16"}, short_chunks=2, peaks=peaks)
         table.notes.append(f"MPNet assembled from its five PyPI volumes in {assembled:.1f} s "
-                           "(once per cache folder; not in any timing). Autocast, embed fp32 and ONNX were "
+                           "(once per cache folder; not in any timing). Autocast, embed torch fp32 and ONNX were "
                            "measured on MiniLM only, to keep the run short.")
         tables.append(table)
+        tables.append(bench_whole_process("MPNet", mpnet, mpnet, tmp, 200 if quick else 1000, 1 if quick else 2))
         tables.append(bench_threads(common.minilm_path(), 200 if quick else 1000, 1 if quick else 2))
     return tables
 

@@ -183,7 +183,7 @@ def header(command: str, quick: bool, started: str, load: tuple) -> str:
     for module, label in (("torch", "torch"), ("transformers", "transformers"),
                           ("sentence_transformers", "sentence-transformers"), ("faiss", "faiss"),
                           ("lightgbm", "lightgbm"), ("sklearn", "scikit-learn"), ("numpy", "numpy"),
-                          ("onnxruntime", "onnxruntime"), ("onnx", "onnx")):
+                          ("onnxruntime", "onnxruntime"), ("onnx", "onnx"), ("openvino", "openvino"), ("nncf", "nncf")):
         try:
             versions.append(f"{label} {importlib.import_module(module).__version__}")
         except ImportError:

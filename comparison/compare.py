@@ -29,6 +29,7 @@ from embed.errors import TweetheadsError
 from embed.normalize import normalizer
 from embed.runs import EndToEndClassifier, read_run_info
 from heads import load_head
+from heads.base import warn_accepted
 
 from .train_head import REPORT_FILE, predictions_per_second
 
@@ -99,9 +100,12 @@ def compare(embedder, run_dir, test_path, head_dirs: list, report_dir=None, trai
     enc = embedder.load()
     for folder, head in heads:  # refuse before any work
         try:
-            head.check_fingerprint(enc.fingerprint, enc.description)
+            measured = head.check_fingerprint(enc.fingerprint, enc.description,
+                                              embed=lambda texts: embedder.embed(texts)[0])
         except ValueError as exc:
             raise type(exc)(f"{folder}: {exc}") from exc
+        if measured:
+            warn_accepted(folder, measured)
     test = load_texts(test_path, config.text_col, config.label_col)
     train = load_texts(train_path, config.text_col, config.label_col, config.max_train_rows)
     norm, _ = normalizer(embedder.normalize)

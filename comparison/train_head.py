@@ -26,6 +26,7 @@ from sklearn.model_selection import train_test_split
 from embed.data import load_texts
 from embed.errors import TweetheadsError
 from heads import get_head
+from heads.base import PROBE_TEXTS
 
 REPORT_FILE = "train_report.json"
 
@@ -129,6 +130,12 @@ def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), e
     fit_seconds = time.perf_counter() - start
     enc = embedder.load()
     head.set_model(enc.fingerprint, enc.description)
+    first = {}  # the first distinct training texts: the probe that later checks vectors computed another way
+    for i, text in enumerate(train.texts):
+        if len(first) == PROBE_TEXTS:
+            break
+        first.setdefault(text, i)
+    head.set_probe(list(first), X[list(first.values())])
     out_dir = Path(out_dir)
     head.save(out_dir)
     report = HeadReport(config.head, str(out_dir), len(y), head.selected_params(), fit_seconds, embed_seconds, encoded,

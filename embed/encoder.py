@@ -20,9 +20,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from cache import EmbeddingStore, NullStore, default_cache_dir, text_key
 
+from .backends import EXPORTS, export_key, pick_backend
 from .errors import ModelError
 from .models import (PRECISIONS, ModelSource, fingerprint, hidden_size, load_encoder, max_seq_length,
-                     resolve_model)
+                     resolve_model, weights_digest)
 from .normalize import normalizer
 
 if TYPE_CHECKING:  # annotations only: neither is imported until a model is used
@@ -99,8 +100,13 @@ class LoadedEncoder:
     dim: int
     fingerprint: str
     description: dict = field(default_factory=dict)
+    backend: str = "torch"
+    pooling: str = "cls"
+    export_dir: Path | None = None  # OpenVINO: where the converted graph is kept (None: in memory only)
+    export_key: str | None = None  # OpenVINO: weights, tokenizer, pooling and OpenVINO version
     model: torch.nn.Module | None = None  # loaded by ensure_model
     tokenizer: PreTrainedTokenizerBase | None = None  # loaded by ensure_tokenizer
+    compiled: object | None = None  # OpenVINO: the compiled encoder, see ensure_compiled
 
     def ensure_tokenizer(self):
         if self.tokenizer is None:
@@ -117,6 +123,27 @@ class LoadedEncoder:
             self.model = model.to(device=self.device, dtype=dtype).eval()
         return self.model
 
+    def ensure_compiled(self):
+        """OpenVINO: the pooled graph, read from ``export_dir`` or converted (and kept there) first."""
+        if self.compiled is None:
+            from .backends import OpenVinoEncoder, load_or_export
+
+            def load_fp32():
+                return load_encoder(self.source, tokenizer=False)[0].eval()
+
+            # converted once per process and model (tests open many cache folders), read from disk after
+            ov_model = load_or_export(load_fp32, self.ensure_tokenizer(), self.pooling, self.export_dir,
+                                      converted=_IN_MEMORY.get(self.export_key))
+            _IN_MEMORY.pop(self.export_key, None)
+            _IN_MEMORY[self.export_key] = ov_model
+            while len(_IN_MEMORY) > 2:
+                _IN_MEMORY.pop(next(iter(_IN_MEMORY)))
+            self.compiled = OpenVinoEncoder(ov_model, self.precision)
+        return self.compiled
+
+
+_IN_MEMORY: dict = {}
+
 
 class Embedder(TransformerMixin, BaseEstimator):
     """Texts in, float32 vectors out, through the embedding cache.
@@ -128,7 +155,7 @@ class Embedder(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, model: str = "minilm", *, pooling: str = "cls", max_length: int | None = None,
-                 batch_size: int = 64, device: str = "auto", precision: str = "fp32",
+                 batch_size: int = 64, device: str = "auto", precision: str = "auto", backend: str = "auto",
                  normalize: bool = True, cache_dir: str | Path | None = "default", progress: bool = False,
                  commit_every: int = COMMIT_EVERY):
         self.model = model
@@ -137,6 +164,7 @@ class Embedder(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.precision = precision
+        self.backend = backend
         self.normalize = normalize
         self.cache_dir = cache_dir
         self.progress = progress
@@ -156,15 +184,24 @@ class Embedder(TransformerMixin, BaseEstimator):
             raise ModelError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         source = resolve_model(self.model, self._cache_root())
         dim = hidden_size(source.path)
-        device = pick_device(self.device) if self.precision == "auto" else self.device  # torch only when needed
+        resolve = self.precision == "auto" or self.backend != "torch"
+        device = pick_device(self.device) if resolve else self.device  # torch imports only when needed
         precision = pick_precision(self.precision, device)
+        backend = pick_backend(self.backend, device, precision, cpu_has_bf16())
         max_length = int(self.max_length or max_seq_length(source.path))
         _, norm_version = normalizer(self.normalize)
-        fp = fingerprint(source, self.pooling, max_length, norm_version, precision)
+        fp = fingerprint(source, self.pooling, max_length, norm_version, precision, backend)
         description = {"model": self.model, "path": str(source.path), "pooling": self.pooling,
                        "max_length": max_length, "normalization": norm_version, "precision": precision,
-                       "dim": dim}
-        self.encoder_ = LoadedEncoder(source, device, precision, max_length, dim, fp, description)
+                       "backend": backend, "dim": dim,
+                       "model_fingerprint": fingerprint(source, self.pooling, max_length, norm_version, "any")}
+        export_dir = key = None
+        root = self._cache_root()
+        if backend == "openvino":
+            key = export_key(weights_digest(source), self.pooling)
+            export_dir = root / EXPORTS / f"openvino-{key}" if root is not None else None
+        self.encoder_ = LoadedEncoder(source, device, precision, max_length, dim, fp, description,
+                                      backend=backend, pooling=self.pooling, export_dir=export_dir, export_key=key)
         return self.encoder_
 
     @property
@@ -182,6 +219,9 @@ class Embedder(TransformerMixin, BaseEstimator):
     def _encode_ids(self, enc: LoadedEncoder, batch_ids: list[list[int]]) -> np.ndarray:
         import torch
 
+        if enc.backend == "openvino":
+            padded = enc.ensure_tokenizer().pad({"input_ids": batch_ids}, return_tensors="np")
+            return enc.ensure_compiled()(padded["input_ids"], padded["attention_mask"])
         padded = enc.ensure_tokenizer().pad({"input_ids": batch_ids}, return_tensors="pt")
         model = enc.ensure_model()
         ids = padded["input_ids"].to(enc.device)

@@ -11,6 +11,7 @@ folder. What this module leaves out: downloading anything when the hub is unreac
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -262,7 +263,23 @@ def load_encoder(source: ModelSource, *, model: bool = True, tokenizer: bool = T
     return net, tok
 
 
+def weights_digest(source: ModelSource) -> str:
+    """Hash of the weights and tokenizer files alone (what an exported graph is derived from)."""
+    folder = transformer_dir(source.path)
+    check_model_folder(folder)
+    return hashlib.sha256((_digest_files(folder, _WEIGHT_FILES) + _digest_files(folder, _TOKENIZER_FILES)).encode()).hexdigest()
+
+
 def _digest_files(folder: Path, names: tuple[str, ...]) -> str:
+    """sha256 over the named files that exist; memoized per process on each file's (size, mtime_ns, inode)."""
+    stamp = tuple((name, st.st_size, st.st_mtime_ns, st.st_ino) for name in names
+                  if (path := folder / name).is_file() and (st := path.stat()))
+    return _digest_stamped(str(folder), names, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_stamped(folder_name: str, names: tuple[str, ...], stamp: tuple) -> str:
+    folder = Path(folder_name)
     digest = hashlib.sha256()
     found = False
     for name in names:
@@ -276,8 +293,10 @@ def _digest_files(folder: Path, names: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(source: ModelSource, pooling: str, max_length: int, normalization: str, precision: str) -> str:
-    """Hash of everything that decides a vector: weights, tokenizer, pooling, length, normalization, precision."""
+def fingerprint(source: ModelSource, pooling: str, max_length: int, normalization: str, precision: str,
+                backend: str = "torch") -> str:
+    """Hash of everything that decides a vector: weights, tokenizer, pooling, length, normalization,
+    precision and backend (torch adds nothing, so stores written before backends existed still match)."""
     folder = transformer_dir(source.path)
     check_model_folder(folder)  # before hashing or loading anything from it
     parts = {
@@ -288,4 +307,6 @@ def fingerprint(source: ModelSource, pooling: str, max_length: int, normalizatio
         "normalization": normalization,
         "precision": precision,
     }
+    if backend != "torch":
+        parts["backend"] = backend
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

@@ -39,6 +39,14 @@ from fileio import write_atomic
 
 FORMAT = "tweetheads-head/1"
 CONFIG_NAME = "head.json"
+PROBE_FILE = "probe.npy"  # a few training texts' vectors (their texts are in head.json), see check_fingerprint
+# The lowest probe cosine accepted between vectors of one model computed two ways. Measured on GOP
+# tweets (BENCHMARKS.md, Embedding): bf16 against fp32 0.99993 (MiniLM) and 0.99711 (MPNet), OpenVINO
+# fp32 against torch fp32 0.99999+; int8 fell to 0.911 (torch dynamic) and 0.944 (ONNX Runtime), and
+# moved a logistic head by 0.8-2.5 points, so those are refused.
+PROBE_MIN_COSINE = 0.995
+PROBE_MIN_AGREEMENT = 0.98  # share of the probe on which the head predicts the same label (64 texts: one may flip)
+PROBE_TEXTS = 64  # probe texts a trained head keeps
 FLOAT_DTYPES = (np.float64, np.float32)
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
@@ -125,6 +133,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         X_eval, y_eval = self._check_eval(X_eval, y_eval, encoder)
         self.classes_ = encoder.classes_
         self.fingerprint_ = None  # refitting forgets the embedding model; see set_model
+        self.probe_ = None
         self.model_ = None
         self._fit(X, encoder.transform(y), X_eval, y_eval)
         return self
@@ -202,18 +211,61 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         self.model_ = dict(model)
         return self
 
-    def check_fingerprint(self, fingerprint: str, model: dict | None = None) -> None:
-        """Raise HeadError unless `fingerprint` is the embedding model this head was trained on."""
+    def check_fingerprint(self, fingerprint: str, model: dict | None = None, embed=None) -> dict | None:
+        """Raise HeadError unless `fingerprint` is the embedding model this head was trained on.
+
+        The portability policy: vectors from the same weights computed another way (another
+        precision or backend: bf16 on a CPU with bf16 units, fp32 on one without; OpenVINO or
+        torch) are accepted when they agree with the training vectors. ``embed(texts) -> vectors``
+        computes the head's probe texts (kept in its folder, with their training vectors) the new
+        way; the head is accepted when every probe's cosine to its training vector is at least
+        ``PROBE_MIN_COSINE`` and the head predicts the same label from both on at least
+        ``PROBE_MIN_AGREEMENT`` of them, and refused, with what was measured, when not. (Cosine alone
+        is too lenient: noise that kept every cosine above 0.9995 changed 69% of the predictions of
+        the small logistic head in tests/test_backends.py.) Returns the measurement
+        (None when the fingerprints are equal).
+        """
         check_is_fitted(self)
         if self.fingerprint_ is None:
             raise HeadError("this head does not know which embedding model it was trained on; "
                             "call head.set_model(fingerprint, model) right after fit")
-        if fingerprint != self.fingerprint_:
+        if fingerprint == self.fingerprint_:
+            return None
+        mine, theirs = (self.model_ or {}), (model or {})
+        same_weights = mine.get("model_fingerprint") and mine.get("model_fingerprint") == theirs.get("model_fingerprint")
+        probe = getattr(self, "probe_", None)
+        if same_weights and probe is not None and embed is not None:
+            texts, trained = probe
+            now = np.asarray(embed(list(texts)), dtype=np.float32)
+            cosine = (now * trained).sum(1) / np.maximum(
+                np.linalg.norm(now, axis=1) * np.linalg.norm(trained, axis=1), 1e-12)
+            agree = float(np.mean(self.predict(now) == self.predict(trained)))
+            measured = {"probe_texts": len(texts), "min_cosine": float(cosine.min()),
+                        "mean_cosine": float(cosine.mean()), "same_predictions": agree,
+                        "trained_with": _variant(mine), "used_with": _variant(theirs)}
+            if measured["min_cosine"] >= PROBE_MIN_COSINE and agree >= PROBE_MIN_AGREEMENT:
+                return measured
             raise HeadError(
-                f"this head was trained on embeddings from {_describe(self.model_, self.fingerprint_)}"
-                f" but the embeddings given come from {_describe(model, fingerprint)}; vectors "
-                "from different models are not comparable. Embed with the head's model, or "
-                "retrain the head on these embeddings.")
+                f"this head was trained on {_variant(mine)} vectors of {_describe(mine, self.fingerprint_)}; "
+                f"these are {_variant(theirs)} vectors of the same weights, and they differ: on the head's "
+                f"{len(texts)} probe texts the lowest cosine to the training vectors is {cosine.min():.5f} "
+                f"(accepted: at least {PROBE_MIN_COSINE}) and {agree:.0%} of the head's predictions agree "
+                f"(accepted: at least {PROBE_MIN_AGREEMENT:.0%}). Embed with {_variant_flags(mine)}, or retrain "
+                "the head on these embeddings.")
+        raise HeadError(
+            f"this head was trained on embeddings from {_describe(self.model_, self.fingerprint_)}"
+            f" but the embeddings given come from {_describe(model, fingerprint)}; vectors "
+            "from different models are not comparable. Embed with the head's model, or "
+            "retrain the head on these embeddings.")
+
+    def set_probe(self, texts, vectors) -> BaseHead:
+        """Keep a few training texts and their vectors, to check vectors computed another way later."""
+        texts = [str(t) for t in texts]
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(texts), self.n_features_in_):
+            raise HeadError(f"probe vectors should be {len(texts)} x {self.n_features_in_}, found {vectors.shape}")
+        self.probe_ = (texts, vectors)
+        return self
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, folder, *, fingerprint: str | None = None, model: dict | None = None) -> Path:
@@ -251,6 +303,14 @@ class BaseHead(ClassifierMixin, BaseEstimator):
             "state": {attr: _jsonable(getattr(self, attr)) for attr in self._state_attrs},
             "files": digests,
         }
+        probe = getattr(self, "probe_", None)
+        if probe is not None:
+            buffer = io.BytesIO()
+            np.save(buffer, probe[1], allow_pickle=False)
+            write_atomic(folder / PROBE_FILE, buffer.getvalue(), unique=True)
+            config["probe"] = {"texts": probe[0], "sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}
+        elif (folder / PROBE_FILE).exists():
+            (folder / PROBE_FILE).unlink()  # an earlier head's probe is not this one's
         write_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2), unique=True)
         return folder
 
@@ -336,7 +396,29 @@ def load_head(folder) -> BaseHead:
     head.fingerprint_ = config["fingerprint"]
     head.model_ = config["model"]
     head._restore(files)
+    if config.get("probe") is not None:
+        head.probe_ = _load_probe(folder, config["probe"], head.n_features_in_)
     return head
+
+
+def _load_probe(folder: Path, probe: Any, n_features: int) -> tuple[list[str], np.ndarray]:
+    path = folder / PROBE_FILE
+    if not isinstance(probe, dict) or not isinstance(probe.get("texts"), list) or not all(
+            isinstance(t, str) for t in probe["texts"]) or not isinstance(probe.get("sha256"), str):
+        raise HeadError(f"{folder / CONFIG_NAME}: field 'probe' should be {{'texts': [...], 'sha256': ...}}; {_DAMAGED}")
+    if path.is_symlink() or not path.is_file():
+        raise HeadError(f"{path} is listed in {CONFIG_NAME} but is missing or not a regular file; {_DAMAGED}")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != probe["sha256"]:
+        raise HeadError(f"{path}: sha256 does not match the one recorded in {CONFIG_NAME}; {_DAMAGED}")
+    try:
+        vectors = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise HeadError(f"{path} could not be read as an array ({error}); {_DAMAGED}") from None
+    if vectors.shape != (len(probe["texts"]), n_features) or vectors.dtype != np.float32:
+        raise HeadError(f"{path}: expected float32 {len(probe['texts'])} x {n_features}, found "
+                        f"{vectors.dtype} {vectors.shape}; {_DAMAGED}")
+    return list(probe["texts"]), vectors
 
 
 def _parse_config(config: Any, path: Path) -> tuple[type[BaseHead], dict]:
@@ -413,6 +495,24 @@ def _refuse_pickles(folder: Path) -> None:
         raise HeadError(f"refusing {folder}: it contains {', '.join(found)}. Saved heads never "
                         "use pickle/joblib files, which can run code when loaded; remove them "
                         "or use a clean folder")
+
+
+def warn_accepted(folder, measured: dict) -> None:
+    """Say on stderr that a head is used with vectors computed another way, and what was measured."""
+    import sys
+
+    print(f"note: {folder} was trained on {measured['trained_with']} vectors and is used with "
+          f"{measured['used_with']} vectors of the same weights; on its {measured['probe_texts']} probe texts "
+          f"the lowest cosine is {measured['min_cosine']:.5f} (>= {PROBE_MIN_COSINE}) and "
+          f"{measured['same_predictions']:.0%} of the predictions agree", file=sys.stderr)
+
+
+def _variant(model: dict) -> str:
+    return f"{model.get('backend', 'torch')}/{model.get('precision', '?')}"
+
+
+def _variant_flags(model: dict) -> str:
+    return f"--backend {model.get('backend', 'torch')} --precision {model.get('precision', 'fp32')}"
 
 
 def _describe(model: dict | None, fingerprint: str) -> str:

@@ -5,7 +5,7 @@ accounting at the end; it never parses an input row or writes an output row. One
 
     input files --(read tasks: one per file, READ_CPUS each)--> one row per chunk
                 --(ChunkWriter actors: ActorPoolStrategy(size=concurrency), one GPU each where the
-                   cluster has GPUs)--> part files on disk + one small record per chunk to the driver
+                   cluster has GPUs and the backend is torch)--> part files on disk + one small record per chunk to the driver
 
 A read task streams its file through :func:`scoring.reader.iter_chunks`, the local engine's reader,
 so the chunks, reject reasons and line numbers are the same. A ``ChunkWriter`` builds the
@@ -179,6 +179,12 @@ def embedder_params(embedder) -> dict:
     if params["model"] not in ALIASES and Path(params["model"]).expanduser().exists():
         params["model"] = str(Path(params["model"]).expanduser().resolve())
     params["progress"] = False
+    # every worker computes the vectors the driver checked the head against: the driver's resolved
+    # backend and precision, not "auto" again on a node that may differ (OpenVINO: CPU only)
+    encoder = embedder.load()
+    params["precision"], params["backend"] = encoder.precision, encoder.backend
+    if encoder.backend == "openvino":
+        params["device"] = "cpu"
     return params
 
 
@@ -275,7 +281,8 @@ def score_on_ray(plan, config, formatter: RowFormatter, update: Callable[[int], 
             context = ray.data.DataContext.get_current()
             context.enable_progress_bars = False
             context.print_on_execution_start = False
-            gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+            on_gpu = spec.embedder_params["backend"] == "torch" and spec.embedder_params["device"] != "cpu"
+            gpus = 1 if on_gpu and ray.cluster_resources().get("GPU", 0) >= 1 else 0
             dataset = (ray.data.from_items(items, override_num_blocks=len(items))
                        .flat_map(read_file, fn_kwargs={"spec": spec}, num_cpus=READ_CPUS)
                        .map(ChunkWriter, fn_constructor_kwargs={"spec": spec},

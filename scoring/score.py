@@ -65,7 +65,8 @@ if TYPE_CHECKING:
 ENGINES = ("local", "ray")
 _FILES_SHOWN = 10
 _OUTPUT_SUFFIXES = {".csv.gz": "csv", ".csv": "csv", ".parquet": "parquet"}
-_SETTINGS = {"pooling": "--pooling", "max_length": "--max-length", "precision": "--precision", "normalization": None}
+_SETTINGS = {"pooling": "--pooling", "max_length": "--max-length", "precision": "--precision", "backend": "--backend",
+             "normalization": None}
 
 
 @dataclass(frozen=True)
@@ -385,14 +386,17 @@ def _load_checked(head, embedder):
     if str(head) == E2E:
         return _end_to_end(embedder)
     from heads import HeadError, load_head
-    from heads.base import CONFIG_NAME
+    from heads.base import CONFIG_NAME, warn_accepted
 
     folder = Path(head)
     classifier = load_head(folder)
     try:
-        classifier.check_fingerprint(encoder.fingerprint, encoder.description)
+        measured = classifier.check_fingerprint(encoder.fingerprint, encoder.description,
+                                                embed=lambda texts: embedder.embed(texts)[0])
     except HeadError as exc:
         raise HeadError(f"{folder}: {exc}{_settings_hint(classifier.model_, encoder.description)}") from None
+    if measured:
+        warn_accepted(folder, measured)
     digest = hashlib.sha256((folder / CONFIG_NAME).read_bytes()).hexdigest()  # it holds every file's sha256
     return classifier, ("head", str(folder.resolve())), f"{classifier.name}@{folder}", digest
 

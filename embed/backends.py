@@ -1,0 +1,164 @@
+"""Where a vector is computed: torch (any device) or OpenVINO (CPU), picked per machine.
+
+``pick_backend("auto", ...)`` is OpenVINO on a CPU where the ``openvino`` package imports and
+computes the precision natively (fp32; bf16 with bf16 units), and torch on a GPU or where not: on
+the 2-core AVX2 CPU of BENCHMARKS.md OpenVINO fp32 encodes faster than torch fp32 with vectors
+equal to about 1e-6 (cosine 0.99999+), so it is the default that holds accuracy. ``--backend torch`` keeps the plain path; the ``TWEETHEADS_NO_OPENVINO=1``
+environment variable does the same for ``auto`` (the fallback test forces it).
+
+``OpenVinoEncoder`` converts the transformer with its pooling (CLS row or masked mean) into one
+OpenVINO graph once per model, and keeps it beside the embedding store, keyed by a hash of the
+weights, tokenizer and pooling (``EXPORTS/<key>/model.xml``), so the next run compiles it from disk
+instead of tracing the model again. The precision hint is ``f32``, or ``bf16`` where the CPU has
+bf16 units. Left out: int8 (BENCHMARKS.md measures the int8 variants against the 0.3-point
+budget), and OpenVINO on GPUs.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+
+BACKENDS = ("auto", "torch", "openvino")
+EXPORTS = "exports"  # folder beside the stores in the cache root
+_OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+
+
+def openvino_available() -> bool:
+    if os.environ.get("TWEETHEADS_NO_OPENVINO", "").lower() in ("1", "true", "yes"):
+        return False
+    return importlib.util.find_spec("openvino") is not None
+
+
+def pick_backend(backend: str, device: str, precision: str, bf16_units: bool) -> str:
+    """``auto``: OpenVINO on a CPU where it is installed and can compute ``precision`` natively (fp32;
+    bf16 only with bf16 units: elsewhere it would quietly compute in f32), else torch. An explicit
+    choice is checked and refused, with the way out, where it cannot do what was asked."""
+    if backend not in BACKENDS:
+        raise ModelError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    native = precision == "fp32" or (precision == "bf16" and bf16_units)
+    if backend == "auto":
+        return "openvino" if device == "cpu" and native and openvino_available() else "torch"
+    if backend == "openvino":
+        if device != "cpu":
+            raise ModelError(f"--backend openvino runs on the CPU only, but the device is {device!r}; "
+                             "use --device cpu, or --backend torch on the GPU")
+        if importlib.util.find_spec("openvino") is None:
+            raise ModelError("--backend openvino needs the openvino package: pip install openvino "
+                             "(or use --backend torch)")
+        if precision not in _OV_PRECISIONS:
+            raise ModelError(f"--backend openvino computes in fp32 or bf16, not {precision}; "
+                             "use --precision fp32 (or bf16), or --backend torch")
+        if not native:
+            raise ModelError("--backend openvino --precision bf16 needs a CPU with bf16 units (AVX512-BF16 or "
+                             "AMX), which this one lacks: OpenVINO would compute in f32. Use --precision fp32, "
+                             "or --backend torch to emulate bf16 (slowly)")
+    return backend
+
+
+def export_key(weights_digest: str, pooling: str) -> str:
+    import openvino as ov
+
+    parts = {"weights": weights_digest, "pooling": pooling, "openvino": ov.__version__, "graph": 1}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class _Pooled:
+    """The transformer plus its pooling, as one module for tracing (built lazily: torch imports late)."""
+
+    @staticmethod
+    def build(model, pooling: str):
+        import torch
+
+        class Pooled(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, attention_mask):
+                hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                if pooling == "cls":
+                    return hidden[:, 0]
+                weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+        return Pooled().eval()
+
+
+def convert(model, tokenizer, pooling: str):
+    """Trace ``model`` with its pooling into an OpenVINO model (dynamic batch and length)."""
+    import warnings
+
+    import openvino as ov
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    example = tokenizer(["a first example tweet", "and a second, longer example tweet here"],
+                        padding=True, return_tensors="pt")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # tracing repeats transformers' warnings about the traced branches
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ov.convert_model(_Pooled.build(model.float(), pooling),
+                                    example_input={"input_ids": example["input_ids"],
+                                                   "attention_mask": example["attention_mask"]})
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def load_or_export(load_model, tokenizer, pooling: str, folder: Path | None, converted=None):
+    """The OpenVINO model from ``folder/model.xml``, exporting it there first if it is not yet written.
+
+    ``converted``: a model this process already converted (written to ``folder`` if it lacks one).
+    ``folder=None`` (no cache): converted in memory. The export is written to a temporary folder and
+    renamed into place, so a killed export leaves nothing half-written to load.
+    """
+    import openvino as ov
+
+    if folder is not None and (folder / "model.xml").is_file() and (folder / "model.bin").is_file():
+        try:
+            return ov.Core().read_model(str(folder / "model.xml"))
+        except RuntimeError:  # damaged: export it again below
+            shutil.rmtree(folder, ignore_errors=True)
+    if converted is None:
+        converted = convert(load_model(), tokenizer, pooling)
+    if folder is None:
+        return converted
+    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process exported it first: theirs is as good
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return converted
+
+
+class OpenVinoEncoder:
+    """Pooled float32 vectors from padded id batches, through a compiled OpenVINO model."""
+
+    def __init__(self, ov_model, precision: str, threads: int | None = None):
+        import openvino as ov
+
+        config = {"INFERENCE_PRECISION_HINT": _OV_PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = ov.Core().compile_model(ov_model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        result = self.request.infer({"input_ids": input_ids.astype(np.int64),
+                                     "attention_mask": attention_mask.astype(np.int64)})
+        return np.asarray(result[0], dtype=np.float32)

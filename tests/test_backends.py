@@ -1,0 +1,181 @@
+"""Backends and the portability policy: OpenVINO by default on a CPU, torch as the clean fallback,
+and a head used with vectors of the same weights computed another way when its probe agrees."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import embed.encoder as encoder_module
+from embed.encoder import Embedder
+from embed.errors import ModelError
+from heads import HeadError, LogisticHead, load_head
+
+openvino = pytest.importorskip("openvino", reason="openvino is a dependency; install the project")
+
+
+@pytest.fixture(scope="module")
+def texts():
+    with open(Path(__file__).resolve().parents[1] / "embed" / "samples" / "tweets.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return [row["text"] for row in rows], [row["label"] for row in rows]
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_openvino_vectors_equal_torch_and_have_their_own_fingerprint(minilm_path, texts, pooling):
+    sample = texts[0][:24] + ["word " * 400]  # one text cut at max_length: dynamic shapes
+    torch_e = Embedder("minilm", backend="torch", precision="fp32", pooling=pooling, cache_dir=None, batch_size=8)
+    ov_e = Embedder("minilm", backend="openvino", precision="fp32", pooling=pooling, cache_dir=None, batch_size=8)
+    ref, _ = torch_e.embed(sample)
+    got, _ = ov_e.embed(sample)
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+    assert ov_e.load().fingerprint != torch_e.load().fingerprint  # the cache keeps them apart
+    assert ov_e.load().description["model_fingerprint"] == torch_e.load().description["model_fingerprint"]
+    assert ov_e.load().description["backend"] == "openvino"
+
+
+def test_the_export_is_kept_beside_the_store_and_read_back(minilm_path, texts, tmp_path, monkeypatch):
+    import embed.backends as backends
+    from embed.normalize import normalize_tweet
+
+    sample = [normalize_tweet(t) for t in texts[0][:10]]  # encode_new below takes normalized texts
+    first, stats = Embedder("minilm", backend="openvino", precision="fp32", cache_dir=tmp_path).embed(sample)
+    exports = list((tmp_path / "exports").glob("openvino-*/model.xml"))
+    assert len(exports) == 1 and stats.encoded == 10
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("converted again although the export is on disk")
+
+    monkeypatch.setattr(backends, "convert", no_export)
+    monkeypatch.setattr(encoder_module, "_IN_MEMORY", {})
+    again, _ = Embedder("minilm", backend="openvino", precision="fp32", cache_dir=tmp_path).encode_new(sample)
+    np.testing.assert_allclose(again, first, atol=1e-6)
+    # a damaged export is converted again rather than loaded
+    monkeypatch.undo()
+    exports[0].write_text("<not a model")
+    redone, _ = Embedder("minilm", backend="openvino", precision="fp32", cache_dir=tmp_path).encode_new(sample)
+    np.testing.assert_allclose(redone, first, atol=1e-6)
+    assert list(p.name for p in (tmp_path / "exports").iterdir()) == [exports[0].parent.name]  # no temporaries left
+
+
+def test_auto_falls_back_cleanly(minilm_path, monkeypatch):
+    """No flags: OpenVINO fp32 here; bf16 only with bf16 units; torch without OpenVINO or on a GPU."""
+    from embed.backends import pick_backend
+
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: False)  # the capability check forced off
+    enc = Embedder("minilm", cache_dir=None).load()
+    assert (enc.backend, enc.precision) == ("openvino", "fp32")
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: True)
+    enc = Embedder("minilm", cache_dir=None).load()
+    assert (enc.backend, enc.precision) == ("openvino", "bf16")
+    monkeypatch.setenv("TWEETHEADS_NO_OPENVINO", "1")  # as if openvino were not installed
+    enc = Embedder("minilm", cache_dir=None).load()
+    assert (enc.backend, enc.precision) == ("torch", "bf16")
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: False)
+    plain = Embedder("minilm", cache_dir=None).load()
+    assert (plain.backend, plain.precision) == ("torch", "fp32")
+    assert plain.fingerprint == Embedder("minilm", backend="torch", precision="fp32", cache_dir=None).load().fingerprint
+    monkeypatch.delenv("TWEETHEADS_NO_OPENVINO")
+    assert pick_backend("auto", "cuda", "fp16", True) == "torch"
+    assert pick_backend("auto", "cpu", "bf16", False) == "torch"  # OpenVINO would quietly compute in f32
+    with pytest.raises(ModelError, match="needs a CPU with bf16 units"):
+        pick_backend("openvino", "cpu", "bf16", False)
+    with pytest.raises(ModelError, match="not fp16"):
+        pick_backend("openvino", "cpu", "fp16", False)
+    with pytest.raises(ModelError, match="CPU only"):
+        pick_backend("openvino", "cuda", "fp32", False)
+    with pytest.raises(ModelError, match="backend must be one of"):
+        pick_backend("onnx", "cpu", "fp32", False)
+
+
+@pytest.fixture(scope="module")
+def trained_head(minilm_path, texts, tmp_path_factory):
+    """A logistic head on torch fp32 vectors, saved with its probe."""
+    from comparison.train_head import HeadConfig, fit_head
+
+    folder = tmp_path_factory.mktemp("head")
+    data = folder / "train.csv"
+    with open(data, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(*texts))
+    embedder = Embedder("minilm", backend="torch", precision="fp32", cache_dir=folder / "cache")
+    fit_head(embedder, data, folder / "head", HeadConfig(head="logistic"))
+    return folder
+
+
+def test_a_head_keeps_a_probe_and_accepts_vectors_that_agree(trained_head, texts):
+    head = load_head(trained_head / "head")
+    probe_texts, probe_vectors = head.probe_
+    assert len(probe_texts) == 64 and len(set(probe_texts)) == 64 and probe_vectors.shape == (64, 384)
+    torch_e = Embedder("minilm", backend="torch", precision="fp32", cache_dir=trained_head / "cache")
+    np.testing.assert_array_equal(probe_vectors, torch_e.embed(probe_texts)[0])
+    assert head.check_fingerprint(torch_e.load().fingerprint, torch_e.load().description) is None
+    for other in (Embedder("minilm", backend="openvino", precision="fp32", cache_dir=None),
+                  Embedder("minilm", backend="torch", precision="bf16", cache_dir=None)):
+        enc = other.load()
+        with pytest.raises(HeadError, match="not comparable"):  # without a way to embed the probe: refused
+            head.check_fingerprint(enc.fingerprint, enc.description)
+        measured = head.check_fingerprint(enc.fingerprint, enc.description, embed=lambda t: other.embed(t)[0])
+        assert measured["min_cosine"] >= 0.995 and measured["probe_texts"] == 64
+        assert measured["used_with"] == f"{enc.backend}/{enc.precision}"
+
+
+def test_vectors_that_disagree_or_another_model_are_refused(trained_head, texts):
+    head = load_head(trained_head / "head")
+    other = Embedder("minilm", backend="openvino", precision="fp32", cache_dir=None)
+    enc = other.load()
+    rng = np.random.default_rng(0)
+
+    def drifted(batch):  # the same weights computed badly: like an int8 path that lost accuracy
+        vectors = other.embed(batch)[0]
+        # every cosine stays above the cosine bar: the head's own predictions are what refuse it
+        return vectors + rng.normal(scale=0.1 * np.abs(vectors).mean(), size=vectors.shape).astype(np.float32)
+
+    with pytest.raises(HeadError, match=r"lowest cosine to the training vectors is 0\.99[5-9]\d+.*\b\d\d?% of the head's "
+                       r"predictions agree \(accepted: at least 98%\)\. Embed with --backend torch --precision fp32"):
+        head.check_fingerprint(enc.fingerprint, enc.description, embed=drifted)
+    mean = Embedder("minilm", backend="openvino", precision="fp32", pooling="mean", cache_dir=None)
+    with pytest.raises(HeadError, match="not comparable"):  # other pooling: another model, no probe can help
+        head.check_fingerprint(mean.load().fingerprint, mean.load().description, embed=lambda t: mean.embed(t)[0])
+
+
+def test_the_probe_travels_with_the_head_and_is_checked(trained_head, tmp_path):
+    import shutil
+
+    from heads.base import PROBE_FILE
+
+    copy = tmp_path / "head"
+    shutil.copytree(trained_head / "head", copy)
+    head = load_head(copy)
+    refit = LogisticHead().fit(head.probe_[1], ["Negative", "Positive"] * 32)
+    assert refit.probe_ is None  # a refit head forgets the old probe
+    data = bytearray((copy / PROBE_FILE).read_bytes())
+    data[-4:] = b"\x00\x00\x80\x7f"
+    (copy / PROBE_FILE).write_bytes(bytes(data))
+    with pytest.raises(HeadError, match="probe.npy: sha256 does not match"):
+        load_head(copy)
+
+
+def test_score_uses_a_torch_trained_head_with_the_default_backend(trained_head, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    data = trained_head / "train.csv"
+    common = ["score", str(data), "--model", "minilm", "--head", str(trained_head / "head"),
+              "--cache-dir", str(trained_head / "cache")]
+    runner = CliRunner()
+    plain = runner.invoke(cli, common + ["--output", str(tmp_path / "torch.csv"), "--backend", "torch",
+                                         "--precision", "fp32"])
+    assert plain.exit_code == 0, plain.output
+    assert "note:" not in plain.output
+    default = runner.invoke(cli, common + ["--output", str(tmp_path / "default.csv")])
+    assert default.exit_code == 0, default.output
+    assert "trained on torch/fp32 vectors and is used with openvino/fp32" in default.output
+    with open(tmp_path / "torch.csv") as a, open(tmp_path / "default.csv") as b:
+        labels_a = [row["pred_label"] for row in csv.DictReader(a)]
+        labels_b = [row["pred_label"] for row in csv.DictReader(b)]
+    assert len(labels_a) == 120 and np.mean(np.array(labels_a) == np.array(labels_b)) >= 0.98
