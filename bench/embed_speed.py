@@ -201,11 +201,15 @@ def warnings_silenced():
 
 
 def peak_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """Best-of-``repeats`` torch matmul GFLOP/s per precision on this CPU (all torch threads)."""
+    """Best-of-``repeats`` torch matmul GFLOP/s per precision on this CPU (all torch threads); bf16
+    only where the CPU has bf16 units (elsewhere torch emulates it, and no bf16 path is a default)."""
     import torch
 
+    from embed.encoder import cpu_has_bf16
+
     peaks = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    precisions = (("fp32", torch.float32),) + ((("bf16", torch.bfloat16),) if cpu_has_bf16() else ())
+    for name, dtype in precisions:
         a = torch.randn(size, size).to(dtype)
         b = torch.randn(size, size).to(dtype)
         a @ b  # warm-up
@@ -305,7 +309,8 @@ def bench_model(label: str, path: str, tmp, n: int, chunk: int, include: set[str
             encoded_rate = texts_per_s
             if isinstance(variants[name], _ColdEmbed):  # duplicates are not encoded: count what was
                 encoded_rate *= variants[name].encoded / max(1, variants[name].texts_seen)
-            share = f"{100 * encoded_rate / limits[_computes_in(name)]:.0f}% ({_computes_in(name)})"
+            limit = limits.get(_computes_in(name))
+            share = f"{100 * encoded_rate / limit:.0f}% ({_computes_in(name)})" if limit else None
         table.add(name, sum(len(chunks[i]) for i in used), texts_per_s,
                   ratio(vs, base_rate) if name != base else "1.00x",
                   f"{min(per_chunk):.2f}-{max(per_chunk):.2f}" if name != base else "-",
@@ -321,7 +326,8 @@ def bench_model(label: str, path: str, tmp, n: int, chunk: int, include: set[str
         notes.append(f"Limit: {per_text / 1e9:.2f} GFLOP per text (mean {mean_tokens:.1f} tokens) at the measured "
                      f"matmul peak: {', '.join(f'{limits[p]:,.0f} texts/s in {p} ({peaks[p]:,.0f} GFLOP/s)' for p in limits)}. "
                      "Share = encoded texts/s over the limit of the precision the row computes in (int8 rows "
-                     "against fp32: no int8 peak is measured).")
+                     "against fp32: no int8 peak is measured"
+                     + ("; no bf16 limit: this CPU has no bf16 units)." if "bf16" not in limits else ")."))
     table.notes = notes
     return table
 
@@ -444,21 +450,29 @@ def run(quick: bool = False) -> list[Table]:
         chunk_mini, chunk_mpnet = (200, 100) if quick else (1000, 500)
         peaks = peak_gflops()
         log(f"matmul peak GFLOP/s: {peaks}")
+        from embed.encoder import cpu_has_bf16
+
         everything = {"encode()", "fp32", "bf16", "autocast", "int8", "embed-fp32", "embed-auto", "onnx", "openvino"}
+        # without bf16 units torch emulates bf16 (about 6x slower than fp32 here): one chunk is enough
+        emulated = set() if cpu_has_bf16() else {"encode_new bf16", "encode_new fp32 + bf16 autocast"}
         tables.append(bench_model("MiniLM", common.minilm_path(), tmp / "minilm", n_mini, chunk_mini,
-                                  everything, short=set(), short_chunks=0, peaks=peaks))
+                                  everything, short=emulated, short_chunks=1, peaks=peaks))
+        if emulated:
+            tables[-1].notes.append("This CPU has no bf16 units: torch emulates bf16, so the bf16 rows ran on the "
+                                    "first chunk only, and their accuracy columns are empty.")
         tables.append(bench_whole_process("MiniLM", "minilm", common.minilm_path(), tmp, 500 if quick else 5000,
                                           1 if quick else 3))
         start = time.perf_counter()
         mpnet = common.mpnet_path(tmp / "models")
         assembled = time.perf_counter() - start
         log(f"MPNet assembled in {assembled:.1f} s")
-        table = bench_model("MPNet", mpnet, tmp / "mpnet", n_mpnet, chunk_mpnet,
-                            {"encode()", "fp32", "bf16", "int8", "embed-auto", "openvino"},
-                            short={"encode()", "encode_new bf16"}, short_chunks=2, peaks=peaks)
+        mpnet_variants = {"encode()", "fp32", "int8", "embed-auto", "openvino"} | (set() if emulated else {"bf16"})
+        table = bench_model("MPNet", mpnet, tmp / "mpnet", n_mpnet, chunk_mpnet, mpnet_variants,
+                            short={"encode()"}, short_chunks=2, peaks=peaks)
         table.notes.append(f"MPNet assembled from its five PyPI volumes in {assembled:.1f} s "
                            "(once per cache folder; not in any timing). Autocast, embed torch fp32 and ONNX were "
-                           "measured on MiniLM only, to keep the run short.")
+                           "measured on MiniLM only, to keep the run short"
+                           + ("; torch bf16 was left out: emulated on this CPU, it ran at 1 text/s." if emulated else "."))
         tables.append(table)
         tables.append(bench_whole_process("MPNet", mpnet, mpnet, tmp, 200 if quick else 1000, 1 if quick else 2))
         tables.append(bench_threads(common.minilm_path(), 200 if quick else 1000, 1 if quick else 2))

@@ -2,8 +2,9 @@
 
 ``pick_backend("auto", ...)`` is OpenVINO on a CPU where the ``openvino`` package imports and
 computes the precision natively (fp32; bf16 with bf16 units), and torch on a GPU or where not: on
-the 2-core AVX2 CPU of BENCHMARKS.md OpenVINO fp32 encodes faster than torch fp32 with vectors
-equal to about 1e-6 (cosine 0.99999+), so it is the default that holds accuracy. ``--backend torch`` keeps the plain path; the ``TWEETHEADS_NO_OPENVINO=1``
+the 2-core AVX2 CPU of BENCHMARKS.md OpenVINO fp32 encodes about 1.1x as fast as torch fp32 once
+its export is on disk (a first run that converts is about 10% slower), with vectors equal to about
+1e-6; int8 paths are faster but move the vectors (see BENCHMARKS.md), so they are not defaults. ``--backend torch`` keeps the plain path; the ``TWEETHEADS_NO_OPENVINO=1``
 environment variable does the same for ``auto`` (the fallback test forces it).
 
 ``OpenVinoEncoder`` converts the transformer with its pooling (CLS row or masked mean) into one

@@ -402,7 +402,10 @@ def _load_checked(head, embedder):
 
 
 def _settings_hint(trained: dict | None, now: dict) -> str:
-    differ = [key for key in _SETTINGS if key in (trained or {}) and trained[key] != now.get(key)]
+    trained = dict(trained or {})
+    if trained and "backend" not in trained:
+        trained["backend"] = "torch"  # heads written before backends existed were all torch
+    differ = [key for key in _SETTINGS if key in trained and trained[key] != now.get(key)]
     if not differ:
         return ""
     said = ", ".join(f"{key} {trained[key]!r} (this run: {now.get(key)!r})" for key in differ)

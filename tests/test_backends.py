@@ -179,3 +179,32 @@ def test_score_uses_a_torch_trained_head_with_the_default_backend(trained_head, 
         labels_a = [row["pred_label"] for row in csv.DictReader(a)]
         labels_b = [row["pred_label"] for row in csv.DictReader(b)]
     assert len(labels_a) == 120 and np.mean(np.array(labels_a) == np.array(labels_b)) >= 0.98
+
+
+def test_a_head_from_before_backends_is_refused_with_the_flag_that_fixes_it(trained_head, tmp_path):
+    """Heads written before backends existed have no probe and no backend in their model description."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from cli import cli
+    from heads.base import PROBE_FILE
+
+    old = tmp_path / "old-head"
+    shutil.copytree(trained_head / "head", old)
+    config = json.loads((old / "head.json").read_text())
+    for key in ("backend", "model_fingerprint"):
+        del config["model"][key]
+    del config["probe"]
+    (old / "head.json").write_text(json.dumps(config))
+    (old / PROBE_FILE).unlink()
+    common = ["score", str(trained_head / "train.csv"), "--model", "minilm", "--head", str(old),
+              "--cache-dir", str(trained_head / "cache")]
+    refused = CliRunner().invoke(cli, common + ["--output", str(tmp_path / "a.csv")])
+    assert refused.exit_code != 0
+    assert "backend 'torch' (this run: 'openvino')" in refused.output
+    assert "rerun with" in refused.output and "--backend torch" in refused.output.split("rerun with")[1]
+    fixed = CliRunner().invoke(cli, common + ["--output", str(tmp_path / "b.csv"), "--backend", "torch",
+                                              "--precision", "fp32"])
+    assert fixed.exit_code == 0, fixed.output

@@ -42,11 +42,20 @@ def test_split_then_embed_twice_hits_the_cache(tmp_path, minilm_path):
     second = run("embed", "--model", "minilm", "--input", tmp_path / "s" / "eval.csv", "--output", tmp_path / "f.npy")
     assert "24 texts, 24 cache hits, 0 encoded" in second.output
     np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), vectors)
+    from embed.encoder import Embedder
+
+    enc = Embedder("minilm").load()  # no flags: this machine's default backend and precision
     info = run("cache", "info").output
-    assert "minilm (cls, fp32, dim 384)  24 vectors" in info
-    store = info.split()[0]
+    assert f"minilm (cls, {enc.backend} {enc.precision}, dim 384)  24 vectors" in info
+    store = [line for line in info.splitlines() if "24 vectors" in line][0].split()[0]
     assert "removed" in run("cache", "clear", store[:8]).output
-    assert "no cache stores" in run("cache", "info").output
+    after = run("cache", "info").output
+    assert "no cache stores" in after
+    if enc.backend == "openvino":  # the converted model stays until `cache clear all`
+        assert "exports/  1 OpenVINO model(s)" in after
+        run("embed", "--model", "minilm", "--input", tmp_path / "s" / "eval.csv")
+        assert "exports" in run("cache", "clear", "all").output
+        assert "exports/" not in run("cache", "info").output
 
 
 @pytest.mark.parametrize("args, message", [
