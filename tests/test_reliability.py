@@ -54,8 +54,8 @@ def work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def warm(minilm_path):
     """The packaged MiniLM's LoadedEncoder with its weights loaded, shared by every in-process call."""
-    encoder = Embedder("minilm", cache_dir=None).load()
-    encoder.ensure_model()
+    encoder = Embedder("minilm", cache_dir=None).load()  # this machine's default backend and precision
+    encoder.ensure_compiled() if encoder.backend == "openvino" else encoder.ensure_model()
     return encoder
 
 
@@ -73,9 +73,9 @@ def warm_cli(warm):
 
     real = cli_module._embedder
 
-    def _embedder(model, pooling, max_length, batch_size, device, precision, cache_dir, progress=True):
-        embedder = real(model, pooling, max_length, batch_size, device, precision, cache_dir, progress)
-        if (model, pooling, max_length, device, precision) == ("minilm", "cls", None, "auto", "fp32"):
+    def _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir, progress=True):
+        embedder = real(model, pooling, max_length, batch_size, device, precision, backend, cache_dir, progress)
+        if (model, pooling, max_length, device, precision, backend) == ("minilm", "cls", None, "auto", "auto", "auto"):
             embedder.encoder_ = warm
         return embedder
 
