@@ -4,13 +4,15 @@
 computes the precision natively (fp32; bf16 with bf16 units), and torch on a GPU or where not: on
 the 2-core AVX2 CPU of BENCHMARKS.md OpenVINO fp32 encodes about 1.1x as fast as torch fp32 once
 its export is on disk (a first run that converts is about 10% slower), with vectors equal to about
-1e-6; int8 paths are faster but move the vectors (see BENCHMARKS.md), so they are not defaults. ``--backend torch`` keeps the plain path; the ``TWEETHEADS_NO_OPENVINO=1``
-environment variable does the same for ``auto`` (the fallback test forces it).
+1e-6; int8 paths are faster but move the vectors (see BENCHMARKS.md), so they are not defaults.
+``--backend torch`` keeps the plain path; the ``TWEETHEADS_NO_OPENVINO=1`` environment variable
+does the same for ``auto`` (the fallback test forces it). ``OpenVinoEncoder`` runs the compiled graph.
 
-``OpenVinoEncoder`` converts the transformer with its pooling (CLS row or masked mean) into one
-OpenVINO graph once per model, and keeps it beside the embedding store, keyed by a hash of the
-weights, tokenizer and pooling (``EXPORTS/<key>/model.xml``), so the next run compiles it from disk
-instead of tracing the model again. The precision hint is ``f32``, or ``bf16`` where the CPU has
+``load_or_export`` converts the transformer with its pooling (``pool``: the CLS row or the masked
+mean, the same function the torch path uses) into one OpenVINO graph once per model, and keeps it
+beside the embedding store, keyed by a hash of the weights, tokenizer and pooling
+(``EXPORTS/<key>/model.xml``), so the next run compiles it from disk instead of tracing the model
+again. The precision hint is ``f32``, or ``bf16`` where the CPU has
 bf16 units. Left out: int8 (BENCHMARKS.md measures the int8 variants against the 0.3-point
 budget), and OpenVINO on GPUs.
 """
@@ -72,26 +74,28 @@ def export_key(weights_digest: str, pooling: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-class _Pooled:
-    """The transformer plus its pooling, as one module for tracing (built lazily: torch imports late)."""
+def pool(hidden, mask, pooling: str):
+    """Torch tensors in, one vector per text out: the CLS row, or the mean over unmasked tokens."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
-    @staticmethod
-    def build(model, pooling: str):
-        import torch
 
-        class Pooled(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
+def _pooled(model, pooling: str):
+    """The transformer plus ``pool``, as one module for tracing (torch imports only when converting)."""
+    import torch
 
-            def forward(self, input_ids, attention_mask):
-                hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-                if pooling == "cls":
-                    return hidden[:, 0]
-                weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
 
-        return Pooled().eval()
+        def forward(self, input_ids, attention_mask):
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return pool(hidden, attention_mask, pooling)
+
+    return Pooled().eval()
 
 
 def convert(model, tokenizer, pooling: str):
@@ -109,7 +113,7 @@ def convert(model, tokenizer, pooling: str):
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return ov.convert_model(_Pooled.build(model.float(), pooling),
+            return ov.convert_model(_pooled(model.float(), pooling),
                                     example_input={"input_ids": example["input_ids"],
                                                    "attention_mask": example["attention_mask"]})
     finally:
@@ -150,12 +154,10 @@ def load_or_export(load_model, tokenizer, pooling: str, folder: Path | None, con
 class OpenVinoEncoder:
     """Pooled float32 vectors from padded id batches, through a compiled OpenVINO model."""
 
-    def __init__(self, ov_model, precision: str, threads: int | None = None):
+    def __init__(self, ov_model, precision: str):
         import openvino as ov
 
         config = {"INFERENCE_PRECISION_HINT": _OV_PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = ov.Core().compile_model(ov_model, "CPU", config)
         self.request = self.compiled.create_infer_request()
 

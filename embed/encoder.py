@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from cache import EmbeddingStore, NullStore, default_cache_dir, text_key
 
-from .backends import EXPORTS, export_key, pick_backend
+from .backends import EXPORTS, export_key, pick_backend, pool
 from .errors import ModelError
 from .models import (PRECISIONS, ModelSource, fingerprint, hidden_size, load_encoder, max_seq_length,
                      resolve_model, weights_digest)
@@ -217,8 +217,6 @@ class Embedder(TransformerMixin, BaseEstimator):
 
     # -- encoding ----------------------------------------------------------------------------
     def _encode_ids(self, enc: LoadedEncoder, batch_ids: list[list[int]]) -> np.ndarray:
-        import torch
-
         if enc.backend == "openvino":
             padded = enc.ensure_tokenizer().pad({"input_ids": batch_ids}, return_tensors="np")
             return enc.ensure_compiled()(padded["input_ids"], padded["attention_mask"])
@@ -227,12 +225,7 @@ class Embedder(TransformerMixin, BaseEstimator):
         ids = padded["input_ids"].to(enc.device)
         mask = padded["attention_mask"].to(enc.device)
         hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-        if self.pooling == "cls":
-            vectors = hidden[:, 0]
-        else:
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-        return vectors.float().cpu().numpy()
+        return pool(hidden, mask, self.pooling).float().cpu().numpy()
 
     def encode_new(self, texts: list[str], bar=None) -> tuple[np.ndarray, int]:
         """Encode already-normalized texts, bypassing the cache; returns ``(vectors, truncated)``."""
