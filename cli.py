@@ -301,12 +301,17 @@ def cache():
 def cache_info(cache_dir):
     """List stores: fingerprint, model, vectors, size."""
     from embed.backends import EXPORTS
+    from heads.base import backend_of
 
     root = Path(cache_dir or default_cache_dir())
     exports = sorted((root / EXPORTS).glob("openvino-*/model.xml"))
     if exports:
         size = sum(p.stat().st_size for d in exports for p in d.parent.iterdir() if p.is_file())
         click.echo(f"{EXPORTS}/  {len(exports)} OpenVINO model(s)  {size / 2**20:.1f} MiB  (converted once per model)")
+    failed = sorted((root / EXPORTS).glob("openvino-*.failed.json"))
+    if failed:
+        click.echo(f"{EXPORTS}/  {len(failed)} model(s) OpenVINO could not convert: torch encodes them "
+                   f"(cache clear all to try again)")
     stores = list_stores(root)
     if not stores:
         click.echo(f"no cache stores under {root}")
@@ -314,7 +319,7 @@ def cache_info(cache_dir):
     for info in stores:
         desc = info.description
         click.echo(f"{info.path.name}  {desc.get('model', '?')} ({desc.get('pooling', '?')}, "
-                   f"{desc.get('backend', 'torch')} {desc.get('precision', '?')}, dim {desc.get('dim', '?')})  {info.count} vectors  "
+                   f"{backend_of(desc)} {desc.get('precision', '?')}, dim {desc.get('dim', '?')})  {info.count} vectors  "
                    f"{info.bytes / 2**20:.1f} MiB")
 
 

@@ -8,6 +8,12 @@ its export is on disk (a first run that converts is about 10% slower), with vect
 ``--backend torch`` keeps the plain path; the ``TWEETHEADS_NO_OPENVINO=1`` environment variable
 does the same for ``auto`` (the fallback test forces it). ``OpenVinoEncoder`` runs the compiled graph.
 
+If ``auto`` picked OpenVINO and the model will not convert (an architecture its converter does
+not handle), ``Embedder`` says so on stderr and uses torch for that model instead; the failure is
+remembered (``EXPORTS/openvino-<key>.failed.json``, and in memory when there is no cache), so later
+runs go straight to torch until ``cache clear all`` or a new OpenVINO version. An explicit
+``--backend openvino`` that cannot convert is an error naming ``--backend torch``.
+
 ``load_or_export`` converts the transformer with its pooling (``pool``: the CLS row or the masked
 mean, the same function the torch path uses) into one OpenVINO graph once per model, and keeps it
 beside the embedding store, keyed by a hash of the weights, tokenizer and pooling
@@ -65,6 +71,32 @@ def pick_backend(backend: str, device: str, precision: str, bf16_units: bool) ->
                              "AMX), which this one lacks: OpenVINO would compute in f32. Use --precision fp32, "
                              "or --backend torch to emulate bf16 (slowly)")
     return backend
+
+
+_FAILED: dict = {}  # export key -> why it did not convert, for runs without a cache folder
+
+
+def failure_marker(export_dir: Path) -> Path:
+    return export_dir.parent / f"{export_dir.name}.failed.json"
+
+
+def conversion_failed(key: str, export_dir: Path | None) -> str | None:
+    """Why this model did not convert before (this process, or a run that wrote its marker), or None."""
+    if key in _FAILED:
+        return _FAILED[key]
+    if export_dir is not None and failure_marker(export_dir).is_file():
+        try:
+            return json.loads(failure_marker(export_dir).read_text())["error"]
+        except (OSError, ValueError, KeyError):
+            return "unreadable marker"
+    return None
+
+
+def record_failure(key: str, export_dir: Path | None, error: str) -> None:
+    _FAILED[key] = error
+    if export_dir is not None:
+        export_dir.parent.mkdir(parents=True, exist_ok=True)
+        failure_marker(export_dir).write_text(json.dumps({"error": error}))
 
 
 def export_key(weights_digest: str, pooling: str) -> str:

@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from cache import EmbeddingStore, NullStore, default_cache_dir, text_key
 
-from .backends import EXPORTS, export_key, pick_backend, pool
+from .backends import EXPORTS, conversion_failed, export_key, failure_marker, pick_backend, pool, record_failure
 from .errors import ModelError
 from .models import (PRECISIONS, ModelSource, fingerprint, hidden_size, load_encoder, max_seq_length,
                      resolve_model, weights_digest)
@@ -123,26 +123,44 @@ class LoadedEncoder:
             self.model = model.to(device=self.device, dtype=dtype).eval()
         return self.model
 
-    def ensure_compiled(self):
-        """OpenVINO: the pooled graph, read from ``export_dir`` or converted (and kept there) first."""
-        if self.compiled is None:
-            from .backends import OpenVinoEncoder, load_or_export
+    def ensure_converted(self):
+        """OpenVINO: the pooled graph, read from ``export_dir`` or converted (and kept there) first;
+        converted once per process and model (tests open many cache folders), read from disk after."""
+        from .backends import load_or_export
 
-            def load_fp32():
-                return load_encoder(self.source, tokenizer=False)[0].eval()
+        def load_fp32():
+            return load_encoder(self.source, tokenizer=False)[0].eval()
 
-            # converted once per process and model (tests open many cache folders), read from disk after
+        try:
             ov_model = load_or_export(load_fp32, self.ensure_tokenizer(), self.pooling, self.export_dir,
                                       converted=_IN_MEMORY.get(self.export_key))
-            _IN_MEMORY.pop(self.export_key, None)
-            _IN_MEMORY[self.export_key] = ov_model
-            while len(_IN_MEMORY) > 2:
-                _IN_MEMORY.pop(next(iter(_IN_MEMORY)))
-            self.compiled = OpenVinoEncoder(ov_model, self.precision)
+        except (ModelError, MemoryError):
+            raise
+        except Exception as exc:  # the converter's errors have no common type
+            raise ConversionError(self.description.get("model"), f"{type(exc).__name__}: {exc}") from exc
+        _IN_MEMORY.pop(self.export_key, None)
+        _IN_MEMORY[self.export_key] = ov_model
+        while len(_IN_MEMORY) > 2:
+            _IN_MEMORY.pop(next(iter(_IN_MEMORY)))
+        return ov_model
+
+    def ensure_compiled(self):
+        if self.compiled is None:
+            from .backends import OpenVinoEncoder
+
+            self.compiled = OpenVinoEncoder(self.ensure_converted(), self.precision)
         return self.compiled
 
 
 _IN_MEMORY: dict = {}
+
+
+class ConversionError(ModelError):
+    """OpenVINO's converter failed on this model (``auto`` then uses torch for it)."""
+
+    def __init__(self, model, reason: str):
+        self.model, self.reason = model, reason
+        super().__init__(f"OpenVINO could not convert {model!r} ({reason}); use --backend torch")
 
 
 class Embedder(TransformerMixin, BaseEstimator):
@@ -177,7 +195,8 @@ class Embedder(TransformerMixin, BaseEstimator):
         return default_cache_dir() if self.cache_dir == "default" else Path(self.cache_dir)
 
     def load(self) -> LoadedEncoder:
-        """Resolve the model, load its tokenizer and compute the fingerprint; weights stay on disk."""
+        """Resolve the model, load its tokenizer and compute the fingerprint; weights stay on disk
+        (except the once per model that ``auto`` converts it for OpenVINO: ``_converted_or_torch``)."""
         if getattr(self, "encoder_", None) is not None:
             return self.encoder_
         if self.pooling not in POOLINGS:
@@ -190,19 +209,43 @@ class Embedder(TransformerMixin, BaseEstimator):
         backend = pick_backend(self.backend, device, precision, cpu_has_bf16())
         max_length = int(self.max_length or max_seq_length(source.path))
         _, norm_version = normalizer(self.normalize)
-        fp = fingerprint(source, self.pooling, max_length, norm_version, precision, backend)
-        description = {"model": self.model, "path": str(source.path), "pooling": self.pooling,
-                       "max_length": max_length, "normalization": norm_version, "precision": precision,
-                       "backend": backend, "dim": dim,
-                       "model_fingerprint": fingerprint(source, self.pooling, max_length, norm_version, "any")}
         export_dir = key = None
         root = self._cache_root()
         if backend == "openvino":
             key = export_key(weights_digest(source), self.pooling)
             export_dir = root / EXPORTS / f"openvino-{key}" if root is not None else None
+            if self.backend == "auto" and conversion_failed(key, export_dir):
+                backend, export_dir, key = "torch", None, None  # it did not convert before: _converted_or_torch
+        fp = fingerprint(source, self.pooling, max_length, norm_version, precision, backend)
+        description = {"model": self.model, "path": str(source.path), "pooling": self.pooling,
+                       "max_length": max_length, "normalization": norm_version, "precision": precision,
+                       "backend": backend, "dim": dim,
+                       "model_fingerprint": fingerprint(source, self.pooling, max_length, norm_version, "any")}
         self.encoder_ = LoadedEncoder(source, device, precision, max_length, dim, fp, description,
                                       backend=backend, pooling=self.pooling, export_dir=export_dir, export_key=key)
-        return self.encoder_
+        return self._converted_or_torch(self.encoder_)
+
+    def _converted_or_torch(self, enc: LoadedEncoder) -> LoadedEncoder:
+        """``auto`` picked OpenVINO: convert now, before anything depends on the fingerprint (a head's
+        check, a store), unless it was converted before (the export on disk, or in this process). Where
+        the model will not convert, say why and resolve to torch instead; the failure is kept
+        (``record_failure``) so the next run does not try again."""
+        import sys
+
+        if enc.backend != "openvino" or self.backend != "auto":
+            return enc
+        if enc.export_key in _IN_MEMORY or (enc.export_dir is not None and (enc.export_dir / "model.xml").is_file()):
+            return enc  # converted before: reading it is left to the first batch
+        try:
+            enc.ensure_converted()
+            return enc
+        except ConversionError as exc:
+            record_failure(enc.export_key, enc.export_dir, exc.reason)
+            where = f"; remembered in {failure_marker(enc.export_dir)}" if enc.export_dir is not None else ""
+            print(f"note: OpenVINO could not convert {exc.model!r} ({exc.reason}), so it is encoded with torch "
+                  f"{enc.precision} instead{where}", file=sys.stderr)
+            self.encoder_ = None
+            return self.load()
 
     @property
     def fingerprint_(self) -> str:

@@ -507,12 +507,18 @@ def warn_accepted(folder, measured: dict) -> None:
           f"{measured['same_predictions']:.0%} of the predictions agree", file=sys.stderr)
 
 
+def backend_of(description: dict | None) -> str:
+    """The backend a head's (or an embedding store's) model description names: those written before
+    backends existed name none, and they were all torch."""
+    return (description or {}).get("backend", "torch")
+
+
 def _variant(model: dict) -> str:
-    return f"{model.get('backend', 'torch')}/{model.get('precision', '?')}"
+    return f"{backend_of(model)}/{model.get('precision', '?')}"
 
 
 def _variant_flags(model: dict) -> str:
-    return f"--backend {model.get('backend', 'torch')} --precision {model.get('precision', 'fp32')}"
+    return f"--backend {backend_of(model)} --precision {model.get('precision', 'fp32')}"
 
 
 def _describe(model: dict | None, fingerprint: str) -> str:

@@ -402,9 +402,11 @@ def _load_checked(head, embedder):
 
 
 def _settings_hint(trained: dict | None, now: dict) -> str:
+    from heads.base import backend_of
+
     trained = dict(trained or {})
-    if trained and "backend" not in trained:
-        trained["backend"] = "torch"  # heads written before backends existed were all torch
+    if trained:
+        trained["backend"] = backend_of(trained)
     differ = [key for key in _SETTINGS if key in trained and trained[key] != now.get(key)]
     if not differ:
         return ""

@@ -90,6 +90,51 @@ def test_auto_falls_back_cleanly(minilm_path, monkeypatch):
         pick_backend("onnx", "cpu", "fp32", False)
 
 
+def test_auto_uses_torch_where_the_model_does_not_convert(minilm_path, texts, tmp_path, monkeypatch, capsys):
+    """An architecture OpenVINO's converter fails on: ``auto`` says so, encodes with torch, and remembers."""
+    import embed.backends as backends
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operation aten::made_up")
+
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(backends, "convert", broken)
+    monkeypatch.setattr(encoder_module, "_IN_MEMORY", {})
+    monkeypatch.setattr(backends, "_FAILED", {})
+    sample = texts[0][:12]
+    embedder = Embedder("minilm", cache_dir=tmp_path)
+    got, stats = embedder.embed(sample)
+    assert embedder.load().backend == "torch" and stats.encoded > 0
+    plain = Embedder("minilm", backend="torch", precision="fp32", cache_dir=None)
+    np.testing.assert_allclose(got, plain.embed(sample)[0], atol=1e-6)
+    assert embedder.load().fingerprint == plain.load().fingerprint  # the store is torch's own
+    err = capsys.readouterr().err
+    assert "could not convert 'minilm'" in err and "aten::made_up" in err and "torch fp32" in err
+    marker = next((tmp_path / "exports").glob("openvino-*.failed.json"))
+    assert "aten::made_up" in marker.read_text()
+
+    # the next process does not try again (nothing in memory: the marker decides)
+    def tried(*args, **kwargs):
+        raise AssertionError("converted again although it failed before")
+
+    monkeypatch.setattr(backends, "convert", tried)
+    monkeypatch.setattr(backends, "_FAILED", {})
+    again = Embedder("minilm", cache_dir=tmp_path)
+    assert again.load().backend == "torch" and again.embed(sample)[1].encoded == 0
+    assert "could not convert" in CliRunner().invoke(cli, ["cache", "info", "--cache-dir", str(tmp_path)]).output
+    # without a cache the failure is remembered in memory; an explicit --backend openvino is an error
+    monkeypatch.setattr(backends, "convert", broken)
+    assert Embedder("minilm", cache_dir=None).load().backend == "torch"
+    monkeypatch.setattr(backends, "convert", tried)
+    assert Embedder("minilm", cache_dir=None).load().backend == "torch"
+    monkeypatch.setattr(backends, "convert", broken)
+    with pytest.raises(ModelError, match=r"could not convert 'minilm' \(RuntimeError: unsupported.*--backend torch"):
+        Embedder("minilm", backend="openvino", precision="fp32", cache_dir=None).embed(sample)
+
+
 @pytest.fixture(scope="module")
 def trained_head(minilm_path, texts, tmp_path_factory):
     """A logistic head on torch fp32 vectors, saved with its probe."""
