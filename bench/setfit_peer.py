@@ -13,6 +13,11 @@ and every method is scored on the whole eval file:
 - Ours: the same MiniLM, frozen, vectors from the embedding cache (each text encoded once for all
   budgets and seeds), with CLS pooling (our default) and with mean pooling (SetFit's), and each
   head with its defaults fitted on the sample's vectors.
+- Ours, fine-tuned on the sample (``--methods finetune``): ``fine_tune`` of the same MiniLM on the
+  sample alone with a few-rows recipe (lr 2e-5, 20 epochs, batch 8, the card's other defaults, the
+  sample's seed, no eval file), which takes as many optimizer steps as SetFit's pair training
+  (2.5 per labelled tweet: SetFit 40 pairs a tweet in batches of 16, ours 20 epochs in batches of
+  8); then its own end-to-end classifier and each head on its CLS vectors of the sample.
 
 Accuracy on all eval rows and on novel rows (normalized text not in the training file), macro-F1,
 mean and min-max over the seeds; training seconds (SetFit: its ``trainer.train()``; ours: the
@@ -22,6 +27,9 @@ is reported separately.
 
     python bench/setfit_peer.py --sizes 8 --seeds 0,1,2     # about 20 minutes on 2 cores
     python bench/setfit_peer.py                             # 8, 32 and 128 per class: hours here
+
+Each SetFit and fine-tune result is appended to ``WORK/results.jsonl`` as it finishes, and a rerun
+with the same ``--work`` skips what is there, so a long run can be stopped and continued.
 
 SetFit's pair training ran at about 4 s a step (batch 16 pairs) on this 2-core CPU, so 128 per
 class (960 steps a seed) takes over an hour a seed; the recorded run covers what fitted.
@@ -85,6 +93,51 @@ def run_setfit(texts, labels, eval_texts, seed: int, work: Path) -> dict:
     return json.loads(out_path.read_text())
 
 
+FEW_ROWS_RECIPE = {"lr": 2e-5, "epochs": 20}  # the fine-tune on a sample; every other value the card's
+
+
+def run_finetune(texts, labels, eval_texts, seed: int, per_class: int, work: Path) -> dict:
+    """Fine-tune MiniLM on the sample, then: its end-to-end predictions and each head's, on its CLS vectors."""
+    import csv
+    import shutil
+
+    from embed.encoder import Embedder
+    from embed.finetune import FinetuneConfig, fine_tune
+    from embed.runs import EndToEndClassifier
+    from heads import get_head
+
+    data = work / f"sample-{per_class}-{seed}.csv"
+    with open(data, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "sentiment"])
+        writer.writerows(zip(texts, labels))
+    run_dir = work / f"finetune-{per_class}-{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    config = FinetuneConfig(model=common.minilm_path(), seed=seed, label_col="sentiment", progress=False,
+                            **FEW_ROWS_RECIPE)
+    started = time.perf_counter()
+    metrics_ = fine_tune(data, run_dir, config, cache_dir=work / "cache")
+    train_s = time.perf_counter() - started
+    embedder = Embedder(str(run_dir), pooling="cls", cache_dir=work / "cache")
+    X, _ = embedder.embed(texts)
+    started = time.perf_counter()
+    Xe, _ = embedder.embed(eval_texts)
+    encode_s = time.perf_counter() - started
+    y = np.asarray(labels)
+    out = {}
+    for name, make in [("end-to-end", None)] + [(h, h) for h in HEADS]:
+        started = time.perf_counter()
+        clf = EndToEndClassifier(run_dir) if make is None else get_head(make).fit(X, y)
+        fit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        pred = clf.predict(Xe)
+        out[name] = {"pred": [str(p) for p in pred], "train_s": train_s + (0 if make is None else fit_s),
+                     "predict_s": encode_s + time.perf_counter() - started,
+                     "steps": metrics_.get("steps") or metrics_.get("global_step")}
+    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # optimizer state: not needed again
+    return out
+
+
 def metrics(pred, gold: np.ndarray, novel: np.ndarray) -> dict:
     from sklearn.metrics import f1_score
 
@@ -93,7 +146,19 @@ def metrics(pred, gold: np.ndarray, novel: np.ndarray) -> dict:
             "f1": float(f1_score(gold, pred, average="macro"))}
 
 
-def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | None = None):
+SETFIT = "SetFit (MiniLM body, mean pooling, num_iterations=20)"
+METHODS = ("setfit", "frozen", "finetune")
+
+
+def _done(log: Path) -> dict:
+    """``{(method, per_class, seed): result}`` from earlier runs in the same work folder."""
+    if not log.exists():
+        return {}
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return {(r["method"], r["per_class"], r["seed"]): r for r in rows}
+
+
+def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | None = None, methods=METHODS):
     from common import Table
     from embed.data import load_texts
     from embed.encoder import Embedder
@@ -117,21 +182,53 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
     norm_train = [normalize_tweet(t) for t in train.texts]
     norm_eval = [normalize_tweet(t) for t in evals.texts]
     vectors, encode_s, encoded = {}, {}, 0
-    for pooling in ("cls", "mean"):
+    for pooling in ("cls", "mean") if "frozen" in methods else ():
         embedder = Embedder("minilm", pooling=pooling, cache_dir=work / "cache")
         started = time.perf_counter()
         (X, s1), (Xe, s2) = embedder.embed(train.texts), embedder.embed(evals.texts)
         vectors[pooling], encoded = (X, Xe), encoded + s1.encoded + s2.encoded
         encode_s[pooling] = time.perf_counter() - started
     results: dict[tuple, list[dict]] = {}
+    log = work / "results.jsonl"
+    done = _done(log)
+
+    def keep(method, per_class, seed, result):
+        result = {"method": method, "per_class": per_class, "seed": seed, **result}
+        if (method, per_class, seed) not in done:
+            with open(log, "a") as handle:
+                handle.write(json.dumps(result) + "\n")
+        results.setdefault((method, per_class), []).append(result)
+
     for per_class in sizes:
         for seed in seeds:
             rows = sample(y, per_class, seed)
-            common.log(f"setfit_peer: {per_class}/class seed {seed}: SetFit")
-            got = run_setfit([norm_train[i] for i in rows], [str(y[i]) for i in rows], norm_eval, seed, work)
-            results.setdefault(("SetFit (MiniLM body, mean pooling, num_iterations=20)", per_class), []).append(
-                {**metrics(got["pred"], gold, novel), "train_s": got["train_s"],
-                 "pred_per_s": len(norm_eval) / got["predict_s"]})
+            texts, labels = [norm_train[i] for i in rows], [str(y[i]) for i in rows]
+            if "setfit" in methods:
+                if (SETFIT, per_class, seed) not in done:
+                    common.log(f"setfit_peer: {per_class}/class seed {seed}: SetFit")
+                    got = run_setfit(texts, labels, norm_eval, seed, work)
+                    done_now = {**metrics(got["pred"], gold, novel), "train_s": got["train_s"],
+                                "pred_per_s": len(norm_eval) / got["predict_s"], "steps": got.get("steps")}
+                else:
+                    done_now = done[(SETFIT, per_class, seed)]
+                keep(SETFIT, per_class, seed, {k: v for k, v in done_now.items()
+                                               if k not in ("method", "per_class", "seed")})
+            if "finetune" in methods:
+                names = {name: f"ours: {name} on MiniLM fine-tuned on the sample (cls)"
+                         for name in ("end-to-end",) + HEADS}
+                if not all((label, per_class, seed) in done for label in names.values()):
+                    common.log(f"setfit_peer: {per_class}/class seed {seed}: fine_tune on the sample")
+                    got = run_finetune(texts, labels, norm_eval, seed, per_class, work)
+                    fresh = {names[n]: {**metrics(r["pred"], gold, novel), "train_s": r["train_s"],
+                                        "pred_per_s": len(norm_eval) / r["predict_s"], "steps": r["steps"]}
+                             for n, r in got.items()}
+                else:
+                    fresh = {label: done[(label, per_class, seed)] for label in names.values()}
+                for label, result in fresh.items():
+                    keep(label, per_class, seed, {k: v for k, v in result.items()
+                                                  if k not in ("method", "per_class", "seed")})
+            if "frozen" not in methods:
+                continue
             for pooling in ("cls", "mean"):
                 X, Xe = vectors[pooling]
                 for name in HEADS:
@@ -160,7 +257,7 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
         table.add(per_class, method, cell([r["acc"] for r in runs]), cell([r["acc_novel"] for r in runs]),
                   cell([r["f1"] for r in runs]), float(np.mean([r["train_s"] for r in runs])),
                   float(np.mean([r["pred_per_s"] for r in runs])))
-    how = (f"{encode_s['cls']:.0f} s (CLS) and {encode_s['mean']:.0f} s (mean) for {encoded:,} distinct texts"
+    how = (f"{encode_s.get('cls', 0):.0f} s (CLS) and {encode_s.get('mean', 0):.0f} s (mean) for {encoded:,} distinct texts"
            if encoded else "(here already in the cache from an earlier run in the same --work folder)")
     table.notes.append(
         f"Our side encodes each training and eval text once, into the cache {how}; every budget and seed then "
@@ -172,8 +269,15 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
         "occur, so accuracy falls below the majority rate and macro-F1 is the figure to compare. LightGBM with "
         "its defaults (at least 20 rows a leaf) cannot split 24 rows and predicts one class: its accuracy is the "
         "majority rate and its macro-F1 the floor.")
-    table.notes.append("Not measured here (issue #13's other rows): our `finetune` + heads on the same samples, "
-                       "all labels with a matched step budget, and tweet_sentiment_extraction.")
+    if "finetune" in methods:
+        table.notes.append(
+            "Fine-tuned on the sample: `fine_tune` of MiniLM on the sample alone (lr 2e-5, 20 epochs, batch 8, "
+            "the sample's seed, no eval file), as many optimizer steps as SetFit's pair training (2.5 per "
+            "labelled tweet). Its 'train s' is the whole `fine_tune` call (loading, training, writing the run "
+            "folder), plus the head's fit; its 'predictions/s' includes encoding the eval file with the "
+            "fine-tuned encoder (cold: a new model has no cached vectors), as SetFit's does.")
+    table.notes.append("Not measured here (issue #13's other rows): all labels with a matched step budget, "
+                       "and tweet_sentiment_extraction.")
     return [table], results
 
 
@@ -183,9 +287,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=(0, 1, 2))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--methods", type=lambda s: tuple(s.split(",")), default=METHODS,
+                        help=f"which of {','.join(METHODS)} to run (default all)")
     parser.add_argument("--work", type=Path, help="keep the split and the embedding cache here (reused by a rerun)")
     args = parser.parse_args()
-    tables, results = run(args.quick, args.sizes, args.seeds, args.work)
+    tables, results = run(args.quick, args.sizes, args.seeds, args.work, args.methods)
     for table in tables:
         print(table.markdown())
     if args.json:
