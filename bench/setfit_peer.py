@@ -1,6 +1,8 @@
 """SetFit side by side with our heads on the frozen encoder, few labels: 8, 32 and 128 tweets per class.
 
-Data: the GOP 80/20 split (seed 42; 11,096 train / 2,775 eval rows). For each budget and seed
+Data (``--data``): ``gop``, the GOP 80/20 split (seed 42; 11,096 train / 2,775 eval rows), or
+``tse``, tweet_sentiment_extraction's own train.csv -> test.csv (label column ``sentiment``; its
+one train row with an empty text is left out and counted in the notes). For each budget and seed
 (0, 1, 2) one stratified sample of the training file is drawn (the same rows for every method),
 and every method is scored on the whole eval file:
 
@@ -158,12 +160,38 @@ def _done(log: Path) -> dict:
     return {(r["method"], r["per_class"], r["seed"]): r for r in rows}
 
 
-def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | None = None, methods=METHODS):
+def data_files(data: str, work: Path) -> tuple[Path, Path, str]:
+    """``(train, eval, description)`` for ``--data``: files under ``work`` with a ``sentiment`` column."""
+    from embed.data import read_table, write_table
+    from embed.split import SplitConfig, split_file
+
+    split = work / "split"
+    if data == "gop":
+        if not (split / "eval.csv").exists():
+            split_file(common.gop_csv(), split, SplitConfig(eval_fraction=0.2, seed=42))
+        return split / "train.csv", split / "eval.csv", "GOP 80/20 split"
+    if data != "tse":
+        raise SystemExit(f"--data must be gop or tse, got {data!r}")
+    folder = common.gop_csv().parents[1] / "tweet_sentiment_extraction"
+    dropped = {}
+    for name in ("train", "test"):
+        if not (split / f"{name}.csv").exists():
+            table = read_table(folder / f"{name}.csv").select(["text", "sentiment"])
+            texts = table.column("text").to_pylist()
+            keep = [i for i, t in enumerate(texts) if t is not None and t.strip()]
+            dropped[name] = len(texts) - len(keep)
+            write_table(table.take(keep), split / f"{name}.csv")
+    note = ", ".join(f"{n} empty text(s) left out of {k}.csv" for k, n in dropped.items() if n)
+    return split / "train.csv", split / "test.csv", "tweet_sentiment_extraction train -> test" + (
+        f" ({note})" if note else "")
+
+
+def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | None = None, methods=METHODS,
+        data: str = "gop"):
     from common import Table
     from embed.data import load_texts
     from embed.encoder import Embedder
     from embed.normalize import normalize_tweet
-    from embed.split import SplitConfig, split_file
     from heads import get_head
 
     if quick:
@@ -171,11 +199,12 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
     if not setfit_python().exists():
         raise SystemExit(f"no SetFit environment at {setfit_python()}: see this file's docstring")
     work = Path(work or tempfile.mkdtemp(prefix="tweetheads-setfit-"))
-    split = work / "split"
-    if not (split / "eval.csv").exists():
-        split_file(common.gop_csv(), split, SplitConfig(eval_fraction=0.2, seed=42))
-    train = load_texts(split / "train.csv", "text", "sentiment")
-    evals = load_texts(split / "eval.csv", "text", "sentiment")
+    if data != "gop":  # every file of another data set in its own folder (split, samples, cache, results)
+        work = work / data
+        work.mkdir(parents=True, exist_ok=True)
+    train_path, eval_path, described = data_files(data, work)
+    train = load_texts(train_path, "text", "sentiment")
+    evals = load_texts(eval_path, "text", "sentiment")
     y, gold = np.asarray(train.labels), np.asarray(evals.labels)
     seen = {normalize_tweet(t) for t in train.texts}
     novel = np.array([normalize_tweet(t) not in seen for t in evals.texts])
@@ -240,8 +269,10 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
                     predict_s = time.perf_counter() - started
                     results.setdefault((f"ours: {name} on frozen MiniLM ({pooling})", per_class), []).append(
                         {**metrics(pred, gold, novel), "train_s": fit_s, "pred_per_s": len(Xe) / predict_s})
+    majority_label = max(set(gold.tolist()), key=gold.tolist().count)
+    majority = float(np.mean(gold == majority_label))
     table = Table(
-        title="Few labels: SetFit against our heads on the frozen encoder (GOP 80/20 split, 2,775 eval rows)",
+        title=f"Few labels: SetFit against our heads ({described}, {len(gold):,} eval rows)",
         compared=(f"Stratified samples of {', '.join(map(str, sizes))} training tweets per class (seeds "
                   f"{', '.join(map(str, seeds))}; the same rows for every method), all scored on the whole eval "
                   f"file ({int(novel.sum()):,} novel rows: text not in the training file). Mean over the seeds, "
@@ -264,11 +295,12 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
         "reuses those vectors, so 'train s' is the head's fit and 'predictions/s' the head on cached vectors. "
         "SetFit re-encodes the eval file with its fine-tuned body each time (its predictions/s include encoding).")
     table.notes.append(
-        "Accuracy against a majority-class predictor (0.6205 on this eval file, 62% Negative): a balanced sample "
+        f"Accuracy against a majority-class predictor ({majority:.4f} on this eval file, {majority:.0%} "
+        f"{majority_label}): a balanced sample "
         "of a few tweets per class makes every method predict the minority classes far more often than they "
-        "occur, so accuracy falls below the majority rate and macro-F1 is the figure to compare. LightGBM with "
-        "its defaults (at least 20 rows a leaf) cannot split 24 rows and predicts one class: its accuracy is the "
-        "majority rate and its macro-F1 the floor.")
+        "occur, so accuracy can fall below the majority rate and macro-F1 is the figure to compare."
+        + (" LightGBM with its defaults (at least 20 rows a leaf) cannot split 24 rows (8 per class) and predicts "
+           "one class there: its accuracy is the majority rate and its macro-F1 the floor." if 8 in sizes else ""))
     if "finetune" in methods:
         table.notes.append(
             "Fine-tuned on the sample: `fine_tune` of MiniLM on the sample alone (lr 2e-5, 20 epochs, batch 8, "
@@ -287,11 +319,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=(0, 1, 2))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--data", default="gop", help="gop (80/20 split) or tse (tweet_sentiment_extraction)")
     parser.add_argument("--methods", type=lambda s: tuple(s.split(",")), default=METHODS,
                         help=f"which of {','.join(METHODS)} to run (default all)")
     parser.add_argument("--work", type=Path, help="keep the split and the embedding cache here (reused by a rerun)")
     args = parser.parse_args()
-    tables, results = run(args.quick, args.sizes, args.seeds, args.work, args.methods)
+    tables, results = run(args.quick, args.sizes, args.seeds, args.work, args.methods, args.data)
     for table in tables:
         print(table.markdown())
     if args.json:
