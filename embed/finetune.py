@@ -159,6 +159,7 @@ class _Trainer:
         self.log_every = config.log_every or max(1, self.total_steps // 50)
         self.step, self.history, self.epoch_losses = 0, [], []
         self.training_log, self.log_losses = [], []  # (step, mean loss since the last point), losses not yet logged
+        self.plain_progress = False  # set by train(): True where the progress bar cannot show
         self.examples, self.train_seconds, self.data_files = 0, 0.0, {}
         self.rng_state = torch.get_rng_state()
 
@@ -265,6 +266,8 @@ class _Trainer:
         lengths = [len(x) for x in self.train_ids]
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="fine-tuning",
                    disable=None if config.progress else True, dynamic_ncols=True)
+        # no terminal (a background run writing to a log file): plain lines at each log point instead
+        self.plain_progress = bool(config.progress and bar.disable)
         try:
             while self.step < self.total_steps:
                 epoch = self.step // self.steps_per_epoch
@@ -311,6 +314,17 @@ class _Trainer:
                                       "training_loss": float(np.mean(self.log_losses)),
                                       "learning_rate": float(self.scheduler.get_last_lr()[0])})
             self.log_losses = []
+            if self.plain_progress:
+                self._say(self.training_log[-1])
+
+    def _say(self, point: dict) -> None:
+        import sys
+
+        rate = self.examples / self.train_seconds if self.train_seconds else float("nan")
+        left = (self.total_steps - self.step) * self.config.train_batch_size / rate if rate == rate and rate else 0
+        print(f"step {self.step}/{self.total_steps} (epoch {point['epoch']:.2f}): training loss "
+              f"{point['training_loss']:.4f}, {rate:.1f} examples/s, about {left / 60:.0f} min of steps left",
+              file=sys.stderr, flush=True)
 
     def _end_epoch(self) -> None:
         row = {"epoch": round(self.step / self.steps_per_epoch, 4), "step": self.step,
@@ -318,6 +332,11 @@ class _Trainer:
         if self.eval_ids is not None:
             row["validation_loss"], row["accuracy"] = self.evaluate()
         self.history.append(row)
+        if self.plain_progress and self.eval_ids is not None:
+            import sys
+
+            print(f"epoch {row['epoch']:g}: validation loss {row['validation_loss']:.4f}, accuracy "
+                  f"{row['accuracy']:.4f}", file=sys.stderr, flush=True)
         self.epoch_losses = []
 
     def write_run(self, *, interrupted: bool) -> dict:

@@ -42,12 +42,20 @@ def test_loss_goes_down_and_metrics_are_written(trained):
     assert log[0]["learning_rate"] > log[-1]["learning_rate"] >= 0  # the linear schedule, as logged
 
 
-def test_log_every_averages_the_steps_since_the_last_point(tmp_path, minilm_path):
+def test_log_every_averages_the_steps_since_the_last_point(tmp_path, minilm_path, capsys):
     train = write_tweets(tmp_path / "train.csv", 40, seed=4)
-    config = FinetuneConfig(**{**QUICK, "epochs": 2, "log_every": 4})  # 5 steps an epoch, 10 in all
-    metrics = fine_tune(train, tmp_path / "run", config, cache_dir=tmp_path / "cache")
+    evals = write_tweets(tmp_path / "eval.csv", 8, seed=5)
+    # 5 steps an epoch, 10 in all; progress on, but stderr is no terminal here (as in a background run)
+    config = FinetuneConfig(**{**QUICK, "epochs": 2, "log_every": 4, "progress": True})
+    metrics = fine_tune(train, tmp_path / "run", config, eval_path=evals, cache_dir=tmp_path / "cache")
     log = metrics["training_log"]
     assert [p["step"] for p in log] == [4, 8, 10]  # and the last step, whatever the interval
+    # where the bar cannot show, each log point and each evaluation is a plain line on stderr
+    lines = capsys.readouterr().err.splitlines()
+    said = [line.split(" (")[0] for line in lines if line.startswith("step ")]
+    assert said == ["step 4/10", "step 8/10", "step 10/10"]
+    assert f"training loss {log[0]['training_loss']:.4f}" in next(l for l in lines if l.startswith("step 4/10"))
+    assert [l.split(":")[0] for l in lines if l.startswith("epoch ")] == ["epoch 1", "epoch 2"]
     sizes = [4, 4, 2]
     overall = sum(p["training_loss"] * n for p, n in zip(log, sizes)) / 10
     assert overall == pytest.approx(np.mean([row["training_loss"] for row in metrics["history"]]))
