@@ -285,10 +285,10 @@ class _Trainer:
                     self.scheduler.step()
                     self.step += 1
                     self.epoch_losses.append(float(loss.item()))
-                    self._log(self.epoch_losses[-1])
                     self.rng_state = torch.get_rng_state()
                     self.examples += len(batch)
                     self.train_seconds += time.perf_counter() - tick
+                    self._log(self.epoch_losses[-1])
                     bar.update(1)
                     bar.set_postfix(loss=f"{np.mean(self.epoch_losses[-50:]):.4f}", epoch=f"{self.step / self.steps_per_epoch:.2f}")
                     if self.step % self.steps_per_epoch == 0 or self.step == self.total_steps:
@@ -320,8 +320,8 @@ class _Trainer:
     def _say(self, point: dict) -> None:
         import sys
 
-        rate = self.examples / self.train_seconds if self.train_seconds else float("nan")
-        left = (self.total_steps - self.step) * self.config.train_batch_size / rate if rate == rate and rate else 0
+        rate = self.examples / max(self.train_seconds, 1e-9)
+        left = (self.total_steps - self.step) * self.config.train_batch_size / max(rate, 1e-9)
         print(f"step {self.step}/{self.total_steps} (epoch {point['epoch']:.2f}): training loss "
               f"{point['training_loss']:.4f}, {rate:.1f} examples/s, about {left / 60:.0f} min of steps left",
               file=sys.stderr, flush=True)
