@@ -152,6 +152,11 @@ def convert(model, tokenizer, pooling: str):
         hf_logging.set_verbosity(verbosity)
 
 
+def exported(folder: Path | None) -> bool:
+    """Whether ``folder`` holds a written export (both files: the rename puts them there together)."""
+    return folder is not None and (folder / "model.xml").is_file() and (folder / "model.bin").is_file()
+
+
 def load_or_export(load_model, tokenizer, pooling: str, folder: Path | None, converted=None):
     """The OpenVINO model from ``folder/model.xml``, exporting it there first if it is not yet written.
 
@@ -161,7 +166,7 @@ def load_or_export(load_model, tokenizer, pooling: str, folder: Path | None, con
     """
     import openvino as ov
 
-    if folder is not None and (folder / "model.xml").is_file() and (folder / "model.bin").is_file():
+    if exported(folder):
         try:
             return ov.Core().read_model(str(folder / "model.xml"))
         except RuntimeError:  # damaged: export it again below

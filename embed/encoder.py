@@ -10,6 +10,7 @@ run keeps its work. CLS is the first token of the last hidden state, before any 
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from cache import EmbeddingStore, NullStore, default_cache_dir, text_key
 
-from .backends import EXPORTS, conversion_failed, export_key, failure_marker, pick_backend, pool, record_failure
+from .backends import (EXPORTS, conversion_failed, export_key, exported, failure_marker, pick_backend, pool,
+                       record_failure)
 from .errors import ModelError
 from .models import (PRECISIONS, ModelSource, fingerprint, hidden_size, load_encoder, max_seq_length,
                      resolve_model, weights_digest)
@@ -230,11 +232,9 @@ class Embedder(TransformerMixin, BaseEstimator):
         check, a store), unless it was converted before (the export on disk, or in this process). Where
         the model will not convert, say why and resolve to torch instead; the failure is kept
         (``record_failure``) so the next run does not try again."""
-        import sys
-
         if enc.backend != "openvino" or self.backend != "auto":
             return enc
-        if enc.export_key in _IN_MEMORY or (enc.export_dir is not None and (enc.export_dir / "model.xml").is_file()):
+        if enc.export_key in _IN_MEMORY or exported(enc.export_dir):
             return enc  # converted before: reading it is left to the first batch
         try:
             enc.ensure_converted()

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -318,8 +319,6 @@ class _Trainer:
                 self._say(self.training_log[-1])
 
     def _say(self, point: dict) -> None:
-        import sys
-
         rate = self.examples / max(self.train_seconds, 1e-9)
         left = (self.total_steps - self.step) * self.config.train_batch_size / max(rate, 1e-9)
         print(f"step {self.step}/{self.total_steps} (epoch {point['epoch']:.2f}): training loss "
@@ -333,8 +332,6 @@ class _Trainer:
             row["validation_loss"], row["accuracy"] = self.evaluate()
         self.history.append(row)
         if self.plain_progress and self.eval_ids is not None:
-            import sys
-
             print(f"epoch {row['epoch']:g}: validation loss {row['validation_loss']:.4f}, accuracy "
                   f"{row['accuracy']:.4f}", file=sys.stderr, flush=True)
         self.epoch_losses = []
