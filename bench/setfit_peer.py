@@ -135,7 +135,7 @@ def run_finetune(texts, labels, eval_texts, seed: int, per_class: int, work: Pat
         pred = clf.predict(Xe)
         out[name] = {"pred": [str(p) for p in pred], "train_s": train_s + (0 if make is None else fit_s),
                      "predict_s": encode_s + time.perf_counter() - started,
-                     "steps": metrics_.get("steps") or metrics_.get("global_step")}
+                     "steps": metrics_["steps"]}
     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # optimizer state: not needed again
     return out
 
@@ -174,12 +174,12 @@ def data_files(data: str, work: Path) -> tuple[Path, Path, str]:
         raise SystemExit(f"--data must be gop or tse, got {data!r}")
     folder = common.gop_csv().parents[1] / "tweet_sentiment_extraction"
     dropped = {}
-    for name in ("train", "test"):
+    for name in ("train", "test"):  # read each time, so a rerun's note counts the same rows
+        table = read_table(folder / f"{name}.csv").select(["text", "sentiment"])
+        texts = table.column("text").to_pylist()
+        keep = [i for i, t in enumerate(texts) if t is not None and t.strip()]
+        dropped[name] = len(texts) - len(keep)
         if not (split / f"{name}.csv").exists():
-            table = read_table(folder / f"{name}.csv").select(["text", "sentiment"])
-            texts = table.column("text").to_pylist()
-            keep = [i for i, t in enumerate(texts) if t is not None and t.strip()]
-            dropped[name] = len(texts) - len(keep)
             write_table(table.take(keep), split / f"{name}.csv")
     note = ", ".join(f"{n} empty text(s) left out of {k}.csv" for k, n in dropped.items() if n)
     return split / "train.csv", split / "test.csv", "tweet_sentiment_extraction train -> test" + (
@@ -222,7 +222,8 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
     done = _done(log)
 
     def keep(method, per_class, seed, result):
-        result = {"method": method, "per_class": per_class, "seed": seed, **result}
+        """Record one result (appended to the log unless it came from there) under its method and size."""
+        result = {**result, "method": method, "per_class": per_class, "seed": seed}
         if (method, per_class, seed) not in done:
             with open(log, "a") as handle:
                 handle.write(json.dumps(result) + "\n")
@@ -236,12 +237,11 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
                 if (SETFIT, per_class, seed) not in done:
                     common.log(f"setfit_peer: {per_class}/class seed {seed}: SetFit")
                     got = run_setfit(texts, labels, norm_eval, seed, work)
-                    done_now = {**metrics(got["pred"], gold, novel), "train_s": got["train_s"],
-                                "pred_per_s": len(norm_eval) / got["predict_s"], "steps": got.get("steps")}
+                    result = {**metrics(got["pred"], gold, novel), "train_s": got["train_s"],
+                              "pred_per_s": len(norm_eval) / got["predict_s"], "steps": got.get("steps")}
                 else:
-                    done_now = done[(SETFIT, per_class, seed)]
-                keep(SETFIT, per_class, seed, {k: v for k, v in done_now.items()
-                                               if k not in ("method", "per_class", "seed")})
+                    result = done[(SETFIT, per_class, seed)]
+                keep(SETFIT, per_class, seed, result)
             if "finetune" in methods:
                 names = {name: f"ours: {name} on MiniLM fine-tuned on the sample (cls)"
                          for name in ("end-to-end",) + HEADS}
@@ -254,8 +254,7 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
                 else:
                     fresh = {label: done[(label, per_class, seed)] for label in names.values()}
                 for label, result in fresh.items():
-                    keep(label, per_class, seed, {k: v for k, v in result.items()
-                                                  if k not in ("method", "per_class", "seed")})
+                    keep(label, per_class, seed, result)
             if "frozen" not in methods:
                 continue
             for pooling in ("cls", "mean"):
@@ -290,10 +289,12 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
                   float(np.mean([r["pred_per_s"] for r in runs])))
     how = (f"{encode_s.get('cls', 0):.0f} s (CLS) and {encode_s.get('mean', 0):.0f} s (mean) for {encoded:,} distinct texts"
            if encoded else "(here already in the cache from an earlier run in the same --work folder)")
-    table.notes.append(
-        f"Our side encodes each training and eval text once, into the cache {how}; every budget and seed then "
-        "reuses those vectors, so 'train s' is the head's fit and 'predictions/s' the head on cached vectors. "
-        "SetFit re-encodes the eval file with its fine-tuned body each time (its predictions/s include encoding).")
+    if "frozen" in methods:
+        table.notes.append(
+            f"Our side encodes each training and eval text once, into the cache {how}; every budget and seed then "
+            "reuses those vectors, so 'train s' is the head's fit and 'predictions/s' the head on cached vectors. "
+            "SetFit re-encodes the eval file with its fine-tuned body each time (its predictions/s include "
+            "encoding).")
     table.notes.append(
         f"Accuracy against a majority-class predictor ({majority:.4f} on this eval file, {majority:.0%} "
         f"{majority_label}): a balanced sample "
@@ -308,8 +309,8 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
             "labelled tweet). Its 'train s' is the whole `fine_tune` call (loading, training, writing the run "
             "folder), plus the head's fit; its 'predictions/s' includes encoding the eval file with the "
             "fine-tuned encoder (cold: a new model has no cached vectors), as SetFit's does.")
-    table.notes.append("Not measured here (issue #13's other rows): all labels with a matched step budget, "
-                       "and tweet_sentiment_extraction.")
+    table.notes.append("Not measured here (issue #13's other rows): all labels with a matched step budget"
+                       + (", and tweet_sentiment_extraction." if data == "gop" else "."))
     return [table], results
 
 
