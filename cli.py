@@ -46,11 +46,16 @@ class _Group(click.Group):
 
 
 def _quiet_transformers() -> None:
+    """Errors only from transformers, and no hub progress bars: set where transformers reads them on
+    import, so a command that never loads a model (a head on cached vectors) never imports it."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already (in process, e.g. a test): tell it directly
+        import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
 
 
 cache_dir_option = click.option(

@@ -10,6 +10,7 @@ run keeps its work. CLS is the first token of the last hidden state, before any 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,18 @@ POOLINGS = ("cls", "mean")
 COMMIT_EVERY = 2048  # default of Embedder(commit_every=...): texts encoded between cache commits
 
 
+def _cpu_only_torch() -> bool:
+    """Whether the installed torch is a CPU-only build (its version ends in ``+cpu``): no GPU to look
+    for, so resolving ``auto`` need not import torch (seconds a command on cached vectors never needs)."""
+    try:
+        return importlib.metadata.version("torch").endswith("+cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
 def pick_device(device: str = "auto") -> str:
+    if device == "cpu" or (device == "auto" and "torch" not in sys.modules and _cpu_only_torch()):
+        return "cpu"
     import torch
 
     if device == "auto":

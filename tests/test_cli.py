@@ -101,3 +101,28 @@ def test_train_head_takes_class_weight_and_select_metric(tmp_path, minilm_path):
     bad = run("train-head", "--head", "knn", "--model", "minilm", "--train", train, "--out", tmp_path / "x",
               "--select-metric", "f1", ok=False)
     assert bad.exit_code == 2 and "'f1' is not one of 'accuracy', 'macro_f1', 'macro_recall'" in bad.output
+
+
+def test_commands_on_cached_vectors_never_import_torch(tmp_path, minilm_path):
+    """train-head and score on texts already in the cache load no model: torch and transformers
+    (seconds of start-up) stay unimported where torch is a CPU-only build; elsewhere only the GPU probe imports it."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    if not importlib.metadata.version("torch").endswith("+cpu"):
+        pytest.skip("not a CPU-only torch build: `auto` must import torch to look for a GPU")
+    data = write_tweets(tmp_path / "all.csv", 60)
+    head = tmp_path / "head"
+    run("train-head", "--head", "logistic", "--model", "minilm", "--train", data, "--out", head)  # encodes
+    probe = ("import sys; from cli import cli\n"
+             "try:\n    cli.main(sys.argv[1:], standalone_mode=False)\n"
+             "finally:\n    print('imported:', sorted({'torch', 'transformers', 'sentence_transformers'} & set(sys.modules)))")
+    for args in (["train-head", "--head", "logistic", "--model", "minilm", "--train", data, "--out", tmp_path / "h2"],
+                 ["score", "--model", "minilm", "--head", head, data, "--output", tmp_path / "scored.csv"]):
+        done = subprocess.run([sys.executable, "-c", probe, *map(str, args)], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert args[0] != "train-head" or "with 0 texts encoded" in done.stdout, done.stdout
+        assert "imported: []" in done.stdout, (args[0], done.stdout[-500:])
