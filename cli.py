@@ -13,7 +13,7 @@ import click
 from cache import CacheError, clear_store, default_cache_dir, list_stores
 from embed.encoder import COMMIT_EVERY, POOLINGS
 from embed.errors import TweetheadsError
-from embed.finetune import FinetuneConfig
+from embed.finetune import OBJECTIVES, FinetuneConfig
 from embed.backends import BACKENDS
 from embed.models import PRECISIONS
 from heads.base import SELECT_METRICS
@@ -141,6 +141,10 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps (overrides --epochs).")
 @click.option("--max-length", type=int, default=None, help="[default: the model's max_seq_length]")
 @click.option("--dropout", type=float, default=_FT.dropout)
+@click.option("--objective", type=click.Choice(OBJECTIVES), default=_FT.objective,
+              help="classify: cross-entropy through the classification head (the card's). contrastive: "
+              "SetFit's pair loss on the CLS vectors (same label: cosine 1, else 0), for a few labelled rows; "
+              "the head then learns from the vectors without moving the encoder.")
 @click.option("--group-by-length/--no-group-by-length", default=_FT.group_by_length,
               help="Length-grouped batches within shuffled mega-batches (less padding).")
 @click.option("--normalize/--no-normalize", default=_FT.normalize, help="Tweet normalization (@user, http).")

@@ -3,7 +3,13 @@
 Defaults are the reference card's recipe (lr 1e-6, batch 8/8, seed 42, Adam (0.9, 0.999, 1e-8),
 linear decay with no warm-up, 20 epochs, evaluation every epoch). Batches are padded per batch
 (dynamic padding) and, by default, grouped by length within shuffled mega-batches as Hugging
-Face's ``group_by_length`` does, so a CPU run wastes no time on padding. On a GPU the forward pass
+Face's ``group_by_length`` does, so a CPU run wastes no time on padding.
+
+``objective="contrastive"`` trains the encoder as SetFit trains its body, for a few labelled rows:
+every pair of CLS vectors in a batch, their cosine similarity regressed to 1 for the same label and
+0 for different ones (SetFit's ``CosineSimilarityLoss``, on all in-batch pairs instead of sampled
+ones); the classification head learns from the same vectors with the gradient stopped, so the
+encoder moves by the pair loss alone and the run still has its end-to-end classifier. On a GPU the forward pass
 runs under autocast (bf16 where supported, else fp16 with a grad scaler).
 
 A checkpoint (weights, optimizer, scheduler, RNG state, step) is written every ``save_every``
@@ -50,6 +56,7 @@ class FinetuneConfig:
     max_train_rows: int | None = None
     max_length: int | None = None  # None: the model's own max_seq_length
     dropout: float = 0.2
+    objective: str = "classify"  # classify: cross-entropy through the head (the card's); or contrastive
     group_by_length: bool = True
     normalize: bool = True
     text_col: str = "text"
@@ -74,6 +81,19 @@ def _amp_dtype(torch, precision: str, device: str):
         raise TweetheadsError("precision fp16 needs a CUDA device (the grad scaler is CUDA-only); "
                               "use --precision bf16 or fp32 on the CPU")
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+OBJECTIVES = ("classify", "contrastive")
+
+
+def _pair_loss(torch, cls, target):
+    """SetFit's CosineSimilarityLoss over every pair in the batch: cos(a, b) regressed to 1 (same label) or 0."""
+    if len(target) < 2:
+        return cls.sum() * 0.0  # a last batch of one row has no pair
+    z = torch.nn.functional.normalize(cls, dim=1)
+    i, j = torch.triu_indices(len(target), len(target), 1, device=cls.device)
+    same = (target[i] == target[j]).float()
+    return torch.nn.functional.mse_loss((z[i] * z[j]).sum(1), same)
 
 
 class Interrupted(TweetheadsError):
@@ -118,6 +138,8 @@ class _Trainer:
         from .encoder import pick_device
 
         self.torch, self.config, self.run_dir = torch, config, run_dir
+        if config.objective not in OBJECTIVES:
+            raise TweetheadsError(f"objective {config.objective!r}: expected one of {', '.join(OBJECTIVES)}")
         self.device = pick_device(config.device)
         self.source = resolve_model(config.model, cache_dir)
         torch.manual_seed(config.seed)
@@ -168,13 +190,15 @@ class _Trainer:
         return self.tokenizer(texts, truncation=True, max_length=self.max_length,
                               return_attention_mask=False)["input_ids"]
 
-    def _forward(self, ids: list[list[int]]):
+    def _forward(self, ids: list[list[int]], detach_head: bool = False):
+        """``(logits, cls)``; with ``detach_head`` the head's gradient stops at the CLS vectors."""
         padded = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         input_ids = padded["input_ids"].to(self.device)
         mask = padded["attention_mask"].to(self.device)
         with self.torch.autocast(self.device.split(":")[0], dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
-            return self.head(hidden[:, 0]).float()
+            cls = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state[:, 0]
+            logits = self.head(cls.detach() if detach_head else cls)
+        return logits.float(), cls.float()
 
     def evaluate(self) -> tuple[float, float]:
         torch = self.torch
@@ -184,7 +208,7 @@ class _Trainer:
         with torch.inference_mode():
             for i in range(0, len(order), self.config.eval_batch_size):
                 rows = order[i:i + self.config.eval_batch_size]
-                logits = self._forward([self.eval_ids[r] for r in rows])
+                logits, _ = self._forward([self.eval_ids[r] for r in rows])
                 target = torch.as_tensor(self.eval_y[rows], device=self.device)
                 losses += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
                 correct += int((logits.argmax(1) == target).sum())
@@ -276,9 +300,12 @@ class _Trainer:
                 for batch in batches[self.step - epoch * self.steps_per_epoch:]:
                     tick = time.perf_counter()
                     self.rng_state = torch.get_rng_state()  # a checkpoint replays this step's dropout exactly
-                    logits = self._forward([self.train_ids[i] for i in batch])
+                    contrastive = config.objective == "contrastive"
+                    logits, cls = self._forward([self.train_ids[i] for i in batch], detach_head=contrastive)
                     target = torch.as_tensor(self.train_y[batch], device=self.device)
                     loss = torch.nn.functional.cross_entropy(logits, target)
+                    if contrastive:  # the encoder learns from the pairs; the head, on stopped vectors, from its loss
+                        loss = loss + _pair_loss(torch, cls, target)
                     self.optimizer.zero_grad(set_to_none=True)
                     self.scaler.scale(loss).backward()
                     self.scaler.step(self.optimizer)

@@ -44,6 +44,9 @@ def render_model_card(info: dict, metrics: dict) -> str:
     if config.get("warmup_steps"):
         lines.append(f"- lr_scheduler_warmup_steps: {config['warmup_steps']}")
     lines.append(f"- num_epochs: {config['epochs']:g}")
+    if config.get("objective", "classify") != "classify":
+        lines.append(f"- objective: {config['objective']} (in-batch cosine pairs for the encoder; the "
+                     "classification head on its stopped CLS vectors)")
     if config.get("max_steps"):
         lines.append(f"- training_steps: {config['max_steps']}")
     lines += [f"- max_length: {info['max_length']}", f"- text normalization: {info['normalization']}",

@@ -269,3 +269,72 @@ def test_tas_b_shaped_distilbert_fine_tunes_and_reloads_with_768_d_cls(tmp_path,
         first_token = bare(**batch).last_hidden_state[:, 0].numpy()
     np.testing.assert_allclose(ours, first_token, atol=1e-4)  # CLS: first token of the last hidden state
     np.testing.assert_allclose(model.encode(normalized), first_token, atol=1e-4)  # and the saved pooling is CLS
+
+
+def test_pair_loss_is_setfits_cosine_loss_on_every_in_batch_pair():
+    import torch
+
+    from embed.finetune import _pair_loss
+
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    target = torch.tensor([0, 0, 1])
+    assert _pair_loss(torch, torch.stack([a, 3 * a, b]), target).item() == pytest.approx(0.0)  # cos 1 / cos 0
+    # pair (0,1): same label at cos 0 (error 1); (0,2): other labels at cos 1 (error 1); (1,2): cos 0 (error 0)
+    assert _pair_loss(torch, torch.stack([a, b, a]), torch.tensor([0, 0, 1])).item() == pytest.approx(2 / 3)
+    one = _pair_loss(torch, a[None], torch.tensor([0]))
+    assert one.item() == 0.0 and torch.isfinite(one)  # a last batch of one row: no pair, no NaN
+
+
+def test_contrastive_objective_lowers_the_pair_loss_and_keeps_an_end_to_end_head(tmp_path, minilm_path,
+                                                                                  monkeypatch):
+    """SetFit's objective: on the training texts the pair loss (cosine to 1 for the same label, 0 for
+    others) falls well below the base model's; the encoder learns from it alone (the head's forward
+    pass is detached), the classification head still learns, and the run says which objective it had."""
+    import torch
+
+    from embed.data import load_texts
+    from embed.encoder import Embedder
+    from embed.finetune import _pair_loss, _Trainer
+    from embed.models import RUN_MARKER
+
+    train = write_tweets(tmp_path / "train.csv", 48, seed=4)
+    rows = load_texts(train, "text", "label")
+    labels = np.asarray(rows.labels)
+    codes = torch.as_tensor(np.unique(labels, return_inverse=True)[1])
+
+    def pair_loss(model):
+        X, _ = Embedder(model, backend="torch", precision="fp32", cache_dir=None).embed(rows.texts)
+        return _pair_loss(torch, torch.as_tensor(X), codes).item(), X
+
+    detached = []
+    forward = _Trainer._forward
+    monkeypatch.setattr(_Trainer, "_forward", lambda self, ids, detach_head=False: (
+        detached.append(detach_head), forward(self, ids, detach_head))[1])
+    config = FinetuneConfig(**{**QUICK, "objective": "contrastive", "epochs": 8})
+    fine_tune(train, tmp_path / "run", config, cache_dir=tmp_path / "cache")
+    assert detached == [True] * 48  # every training step: the head's loss does not reach the encoder
+    base, _ = pair_loss("minilm")
+    tuned, X = pair_loss(str(tmp_path / "run"))
+    assert tuned < 0.5 * base, (base, tuned)
+    assert np.mean(EndToEndClassifier(tmp_path / "run").predict(X) == labels) > 0.6  # the head learnt
+    info = json.loads((tmp_path / "run" / RUN_MARKER).read_text())
+    assert info["config"]["objective"] == "contrastive"
+    assert "- objective: contrastive" in (tmp_path / "run" / "README.md").read_text()
+    with pytest.raises(TweetheadsError, match="expected one of classify, contrastive"):
+        fine_tune(train, tmp_path / "bad", FinetuneConfig(**{**QUICK, "objective": "triplet"}))
+
+
+def test_the_head_forward_can_stop_the_gradient_at_the_cls_vectors(tmp_path, minilm_path):
+    import torch
+
+    from embed.data import load_texts
+    from embed.finetune import _Trainer
+
+    train = load_texts(write_tweets(tmp_path / "train.csv", 8, seed=5), "text", "label")
+    trainer = _Trainer(FinetuneConfig(**QUICK), train, None, tmp_path / "run", tmp_path / "cache")
+    for detach, encoder_learns in ((True, False), (False, True)):
+        trainer.optimizer.zero_grad(set_to_none=True)
+        logits, _ = trainer._forward(trainer.train_ids, detach_head=detach)
+        torch.nn.functional.cross_entropy(logits, torch.as_tensor(trainer.train_y)).backward()
+        assert any(p.grad is not None for p in trainer.encoder.parameters()) == encoder_learns
+        assert all(p.grad is not None for p in trainer.head.parameters())
