@@ -3,14 +3,14 @@
 Defaults are the reference card's recipe (lr 1e-6, batch 8/8, seed 42, Adam (0.9, 0.999, 1e-8),
 linear decay with no warm-up, 20 epochs, evaluation every epoch). Batches are padded per batch
 (dynamic padding) and, by default, grouped by length within shuffled mega-batches as Hugging
-Face's ``group_by_length`` does, so a CPU run wastes no time on padding.
+Face's ``group_by_length`` does, so a CPU run wastes no time on padding. On a GPU the forward pass
+runs under autocast (bf16 where supported, else fp16 with a grad scaler).
 
 ``objective="contrastive"`` trains the encoder as SetFit trains its body, for a few labelled rows:
 every pair of CLS vectors in a batch, their cosine similarity regressed to 1 for the same label and
 0 for different ones (SetFit's ``CosineSimilarityLoss``, on all in-batch pairs instead of sampled
 ones); the classification head learns from the same vectors with the gradient stopped, so the
-encoder moves by the pair loss alone and the run still has its end-to-end classifier. On a GPU the forward pass
-runs under autocast (bf16 where supported, else fp16 with a grad scaler).
+encoder moves by the pair loss alone and the run still has its end-to-end classifier.
 
 A checkpoint (weights, optimizer, scheduler, RNG state, step) is written every ``save_every``
 steps, at the end of each epoch and on Ctrl-C; ``resume=True`` continues from it and, on the same
@@ -293,6 +293,7 @@ class _Trainer:
                    disable=None if config.progress else True, dynamic_ncols=True)
         # no terminal (a background run writing to a log file): plain lines at each log point instead
         self.plain_progress = bool(config.progress and bar.disable)
+        contrastive = config.objective == "contrastive"
         try:
             while self.step < self.total_steps:
                 epoch = self.step // self.steps_per_epoch
@@ -300,7 +301,6 @@ class _Trainer:
                 for batch in batches[self.step - epoch * self.steps_per_epoch:]:
                     tick = time.perf_counter()
                     self.rng_state = torch.get_rng_state()  # a checkpoint replays this step's dropout exactly
-                    contrastive = config.objective == "contrastive"
                     logits, cls = self._forward([self.train_ids[i] for i in batch], detach_head=contrastive)
                     target = torch.as_tensor(self.train_y[batch], device=self.device)
                     loss = torch.nn.functional.cross_entropy(logits, target)
