@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from cache import CacheError, clear_store, default_cache_dir, list_stores
-from embed.encoder import COMMIT_EVERY, POOLINGS
+from embed.encoder import COMMIT_EVERY, POOLING_CHOICES, POOLINGS
 from embed.errors import TweetheadsError
 from embed.finetune import OBJECTIVES, FinetuneConfig
 from embed.backends import BACKENDS
@@ -79,8 +79,9 @@ def _embed_options(f):
     f = click.option("--batch-size", type=int, default=64, show_default=True)(f)
     f = click.option("--max-length", type=int, default=None,
                      help="Max tokens per text [default: the model's own max_seq_length].")(f)
-    f = click.option("--pooling", type=click.Choice(POOLINGS), default="cls", show_default=True,
-                     help="CLS token (the target model's pooling) or mean of tokens.")(f)
+    f = click.option("--pooling", type=click.Choice(POOLING_CHOICES), default="auto", show_default=True,
+                     help="auto: a run folder's own pooling (what finetune trained it with), else the CLS token "
+                     "(the target model's pooling); cls; or mean of the tokens.")(f)
     return f
 
 
@@ -143,8 +144,12 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
 @click.option("--dropout", type=float, default=_FT.dropout)
 @click.option("--objective", type=click.Choice(OBJECTIVES), default=_FT.objective,
               help="classify: cross-entropy through the classification head (the card's). contrastive: "
-              "SetFit's pair loss on the CLS vectors (same label: cosine 1, else 0), for a few labelled rows; "
+              "SetFit's pair loss on the pooled vectors (same label: cosine 1, else 0), for a few labelled rows; "
               "the head then learns from the vectors without moving the encoder.")
+@click.option("--pooling", type=click.Choice(POOLINGS), default=_FT.pooling,
+              help="The vector the head (and a contrastive objective) trains on: cls, the first token (the "
+              "card's), or mean of the tokens (SetFit's, and most sentence-transformers models'). Recorded in "
+              "the run; embedding it with --pooling auto pools the same way.")
 @click.option("--group-by-length/--no-group-by-length", default=_FT.group_by_length,
               help="Length-grouped batches within shuffled mega-batches (less padding).")
 @click.option("--normalize/--no-normalize", default=_FT.normalize, help="Tweet normalization (@user, http).")

@@ -98,6 +98,8 @@ def compare(embedder, run_dir, test_path, head_dirs: list, report_dir=None, trai
                                   "pass --train FILE so novel test rows can be told apart")
     heads = [(Path(d), load_head(d)) for d in head_dirs]
     enc = embedder.load()
+    e2e = EndToEndClassifier(run_dir)
+    e2e.check_vectors(enc.description)  # the run's classifier sees the vectors it was trained on
     for folder, head in heads:  # refuse before any work
         try:
             measured = head.check_fingerprint(enc.fingerprint, enc.description,
@@ -113,7 +115,6 @@ def compare(embedder, run_dir, test_path, head_dirs: list, report_dir=None, trai
     novel = np.array([norm(t) not in seen for t in test.texts])
     y = np.asarray(test.labels)
     X, _ = embedder.embed(test.texts)
-    e2e = EndToEndClassifier(run_dir)
     classes = [str(c) for c in e2e.classes_]
     majority = max(set(train.labels), key=train.labels.count)
 

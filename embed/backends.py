@@ -106,6 +106,9 @@ def export_key(weights_digest: str, pooling: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
+POOLINGS = ("cls", "mean")  # what ``pool`` computes
+
+
 def pool(hidden, mask, pooling: str):
     """Torch tensors in, one vector per text out: the CLS row, or the mean over unmasked tokens."""
     if pooling == "cls":

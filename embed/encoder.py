@@ -22,18 +22,19 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from cache import EmbeddingStore, NullStore, default_cache_dir, text_key
 
-from .backends import (EXPORTS, conversion_failed, export_key, exported, failure_marker, pick_backend, pool,
+from .backends import (EXPORTS, POOLINGS, conversion_failed, export_key, exported, failure_marker, pick_backend, pool,
                        record_failure)
 from .errors import ModelError
 from .models import (PRECISIONS, ModelSource, fingerprint, hidden_size, load_encoder, max_seq_length,
-                     resolve_model, weights_digest)
+                     resolve_model, trained_pooling, weights_digest)
 from .normalize import normalizer
 
 if TYPE_CHECKING:  # annotations only: neither is imported until a model is used
     import torch
     from transformers import PreTrainedTokenizerBase
 
-POOLINGS = ("cls", "mean")
+# Embedder(pooling="auto"): a run folder's own (what `finetune` trained its classifier on), else CLS
+POOLING_CHOICES = ("auto",) + POOLINGS
 COMMIT_EVERY = 2048  # default of Embedder(commit_every=...): texts encoded between cache commits
 
 
@@ -181,12 +182,14 @@ class Embedder(TransformerMixin, BaseEstimator):
     """Texts in, float32 vectors out, through the embedding cache.
 
     Parameters are stored only; the model loads on first ``transform``/``embed``.
+    ``pooling="auto"`` pools as a run folder's classifier was trained (``finetune --pooling``), and
+    takes the CLS token (the target model's pooling) for every other model.
     ``cache_dir="default"`` uses ``$TWEETHEADS_CACHE_DIR`` or ``~/.cache/tweetheads``; ``None``
     switches the cache off. ``commit_every`` texts are encoded between two cache commits: a
     process killed mid-run loses at most that many encodings.
     """
 
-    def __init__(self, model: str = "minilm", *, pooling: str = "cls", max_length: int | None = None,
+    def __init__(self, model: str = "minilm", *, pooling: str = "auto", max_length: int | None = None,
                  batch_size: int = 64, device: str = "auto", precision: str = "auto", backend: str = "auto",
                  normalize: bool = True, cache_dir: str | Path | None = "default", progress: bool = False,
                  commit_every: int = COMMIT_EVERY):
@@ -213,9 +216,10 @@ class Embedder(TransformerMixin, BaseEstimator):
         (except the once per model that ``auto`` converts it for OpenVINO: ``_converted_or_torch``)."""
         if getattr(self, "encoder_", None) is not None:
             return self.encoder_
-        if self.pooling not in POOLINGS:
-            raise ModelError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.pooling not in POOLING_CHOICES:
+            raise ModelError(f"pooling must be one of {', '.join(POOLING_CHOICES)}, got {self.pooling!r}")
         source = resolve_model(self.model, self._cache_root())
+        pooling = trained_pooling(source) if self.pooling == "auto" else self.pooling
         dim = hidden_size(source.path)
         resolve = self.precision == "auto" or self.backend != "torch"
         device = pick_device(self.device) if resolve else self.device  # torch imports only when needed
@@ -226,17 +230,17 @@ class Embedder(TransformerMixin, BaseEstimator):
         export_dir = key = None
         root = self._cache_root()
         if backend == "openvino":
-            key = export_key(weights_digest(source), self.pooling)
+            key = export_key(weights_digest(source), pooling)
             export_dir = root / EXPORTS / f"openvino-{key}" if root is not None else None
             if self.backend == "auto" and conversion_failed(key, export_dir):
                 backend, export_dir, key = "torch", None, None  # it did not convert before: _converted_or_torch
-        fp = fingerprint(source, self.pooling, max_length, norm_version, precision, backend)
-        description = {"model": self.model, "path": str(source.path), "pooling": self.pooling,
+        fp = fingerprint(source, pooling, max_length, norm_version, precision, backend)
+        description = {"model": self.model, "path": str(source.path), "pooling": pooling,
                        "max_length": max_length, "normalization": norm_version, "precision": precision,
                        "backend": backend, "dim": dim,
-                       "model_fingerprint": fingerprint(source, self.pooling, max_length, norm_version, "any")}
+                       "model_fingerprint": fingerprint(source, pooling, max_length, norm_version, "any")}
         self.encoder_ = LoadedEncoder(source, device, precision, max_length, dim, fp, description,
-                                      backend=backend, pooling=self.pooling, export_dir=export_dir, export_key=key)
+                                      backend=backend, pooling=pooling, export_dir=export_dir, export_key=key)
         return self._converted_or_torch(self.encoder_)
 
     def _converted_or_torch(self, enc: LoadedEncoder) -> LoadedEncoder:
@@ -280,7 +284,7 @@ class Embedder(TransformerMixin, BaseEstimator):
         ids = padded["input_ids"].to(enc.device)
         mask = padded["attention_mask"].to(enc.device)
         hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-        return pool(hidden, mask, self.pooling).float().cpu().numpy()
+        return pool(hidden, mask, enc.pooling).float().cpu().numpy()
 
     def encode_new(self, texts: list[str], bar=None) -> tuple[np.ndarray, int]:
         """Encode already-normalized texts, bypassing the cache; returns ``(vectors, truncated)``."""

@@ -11,6 +11,9 @@ every pair of CLS vectors in a batch, their cosine similarity regressed to 1 for
 0 for different ones (SetFit's ``CosineSimilarityLoss``, on all in-batch pairs instead of sampled
 ones); the classification head learns from the same vectors with the gradient stopped, so the
 encoder moves by the pair loss alone and the run still has its end-to-end classifier.
+``pooling="mean"`` trains on the mean of the token vectors instead of CLS (SetFit's pooling, and
+that of most sentence-transformers models); the run records it, and ``Embedder(pooling="auto")``
+pools the run's vectors the same way.
 
 A checkpoint (weights, optimizer, scheduler, RNG state, step) is written every ``save_every``
 steps, at the end of each epoch and on Ctrl-C; ``resume=True`` continues from it and, on the same
@@ -32,6 +35,7 @@ import numpy as np
 
 from fileio import fsync_file, sha256_file, write_atomic
 
+from .backends import POOLINGS
 from .data import LabelMap, load_texts
 from .errors import TweetheadsError
 from .models import DEFAULT_MODEL, PRECISIONS, RUN_MARKER, load_encoder, max_seq_length, resolve_model
@@ -57,6 +61,7 @@ class FinetuneConfig:
     max_length: int | None = None  # None: the model's own max_seq_length
     dropout: float = 0.2
     objective: str = "classify"  # classify: cross-entropy through the head (the card's); or contrastive
+    pooling: str = "cls"  # cls: the first token (the card's); or mean of the tokens
     group_by_length: bool = True
     normalize: bool = True
     text_col: str = "text"
@@ -140,6 +145,8 @@ class _Trainer:
         self.torch, self.config, self.run_dir = torch, config, run_dir
         if config.objective not in OBJECTIVES:
             raise TweetheadsError(f"objective {config.objective!r}: expected one of {', '.join(OBJECTIVES)}")
+        if config.pooling not in POOLINGS:
+            raise TweetheadsError(f"pooling {config.pooling!r}: expected one of {', '.join(POOLINGS)}")
         self.device = pick_device(config.device)
         self.source = resolve_model(config.model, cache_dir)
         torch.manual_seed(config.seed)
@@ -191,14 +198,18 @@ class _Trainer:
                               return_attention_mask=False)["input_ids"]
 
     def _forward(self, ids: list[list[int]], detach_head: bool = False):
-        """``(logits, cls)``; with ``detach_head`` the head's gradient stops at the CLS vectors."""
+        """``(logits, vectors)``, the vectors pooled as ``config.pooling``; with ``detach_head`` the head's
+        gradient stops at the vectors."""
+        from .backends import pool
+
         padded = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         input_ids = padded["input_ids"].to(self.device)
         mask = padded["attention_mask"].to(self.device)
         with self.torch.autocast(self.device.split(":")[0], dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            cls = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state[:, 0]
-            logits = self.head(cls.detach() if detach_head else cls)
-        return logits.float(), cls.float()
+            hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            vectors = pool(hidden, mask, self.config.pooling)
+            logits = self.head(vectors.detach() if detach_head else vectors)
+        return logits.float(), vectors.float()
 
     def evaluate(self) -> tuple[float, float]:
         torch = self.torch
@@ -369,7 +380,7 @@ class _Trainer:
         from .model_card import write_model_card
 
         run_dir, config = self.run_dir, self.config
-        save_encoder(self.encoder, self.tokenizer, run_dir / ENCODER_DIR, self.max_length)
+        save_encoder(self.encoder, self.tokenizer, run_dir / ENCODER_DIR, self.max_length, config.pooling)
         save_file({k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()},
                   str(run_dir / CLASSIFIER_FILE))
         self.labels.save(run_dir / LABELS_FILE)

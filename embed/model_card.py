@@ -14,11 +14,13 @@ def fixed(value, digits: int = 4) -> str:
 def render_model_card(info: dict, metrics: dict) -> str:
     config = info["config"]
     final = metrics.get("final") or {}
+    pooled = {"cls": "the CLS token", "mean": "the mean of the token vectors"}[config.get("pooling", "cls")]
+    short = {"cls": "CLS", "mean": "mean"}[config.get("pooling", "cls")]
     lines = [
         f"# {Path(info.get('run_dir', '')).name or 'tweetheads run'}",
         "",
         f"This model is a fine-tuned version of `{ALIASES.get(info['base_model'], info['base_model'])}` for three-way tweet sentiment "
-        f"({', '.join(info['labels'])}), trained end to end (encoder + classification head on the CLS token) "
+        f"({', '.join(info['labels'])}), trained end to end (encoder + classification head on {pooled}) "
         "by `tweetheads finetune`.",
     ]
     if metrics.get("interrupted"):
@@ -46,7 +48,10 @@ def render_model_card(info: dict, metrics: dict) -> str:
     lines.append(f"- num_epochs: {config['epochs']:g}")
     if config.get("objective", "classify") != "classify":
         lines.append(f"- objective: {config['objective']} (in-batch cosine pairs for the encoder; the "
-                     "classification head on its stopped CLS vectors)")
+                     f"classification head on its stopped {short} vectors)")
+    if config.get("pooling", "cls") != "cls":
+        lines.append(f"- pooling: {config['pooling']} (embed the run with `--pooling auto`, the default, to get "
+                     "the vectors its classifier was trained on)")
     if config.get("max_steps"):
         lines.append(f"- training_steps: {config['max_steps']}")
     lines += [f"- max_length: {info['max_length']}", f"- text normalization: {info['normalization']}",
@@ -63,7 +68,7 @@ def render_model_card(info: dict, metrics: dict) -> str:
         lines += ["", f"Training throughput: {metrics['examples_per_second']:.1f} examples/s "
                       f"({metrics['train_seconds']:.0f} s of training steps)."]
     lines += ["", "## Files", "",
-              "- `encoder/`: the fine-tuned encoder, a sentence-transformers model with CLS pooling",
+              f"- `encoder/`: the fine-tuned encoder, a sentence-transformers model with {short} pooling",
               "- `classifier.safetensors`, `labels.json`: the end-to-end classification head and its labels",
               "- `metrics.json`: the table above as JSON", ""]
     return "\n".join(lines)

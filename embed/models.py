@@ -25,8 +25,9 @@ from pathlib import Path
 
 from fileio import update_digest
 
+from .backends import POOLINGS
 from .errors import ModelError
-from .runs import RUN_MARKER, verify_run  # runs.py imports nothing of this module: one direction
+from .runs import RUN_MARKER, read_run_info, verify_run  # runs.py imports nothing of this module: one direction
 
 DEFAULT_MODEL = "sentence-transformers/msmarco-distilbert-base-tas-b"
 # --precision everywhere: auto (picked per device, see encoder.pick_precision and finetune._amp_dtype)
@@ -168,6 +169,17 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ModelSource
     if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
         raise ModelError(f"{spec}: no such model folder; check the path, or use --model minilm / mpnet")
     return ModelSource(spec, _resolve_hub(spec), "hub")
+
+
+def trained_pooling(source: ModelSource) -> str:
+    """The pooling a run folder's classifier was trained on (CLS for runs older than the choice), else CLS."""
+    if source.kind != "run":
+        return "cls"
+    pooling = (read_run_info(source.run_dir).get("config") or {}).get("pooling", "cls")
+    if pooling not in POOLINGS:
+        raise ModelError(f"{source.run_dir / RUN_MARKER}: config pooling {pooling!r}, expected cls or mean; "
+                         "the run folder is damaged: finetune again")
+    return pooling
 
 
 def transformer_dir(folder: Path) -> Path:

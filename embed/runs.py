@@ -4,15 +4,17 @@ Layout of ``RUN_DIR``::
 
     tweetheads_run.json     config, label names, data files and sha256, status, and ``files``:
                             the sha256 of every artifact below (encoder/, classifier, labels)
-    encoder/                sentence-transformers model with CLS pooling
+    encoder/                sentence-transformers model with the run's pooling (CLS unless --pooling mean)
     classifier.safetensors  pre_classifier + classifier weights (DistilBertForSequenceClassification shape)
     labels.json             label names in id order
     metrics.json            per-epoch training loss, validation loss and accuracy
     README.md               model card in the reference card's format
     checkpoint/             last resumable training state (``--resume``)
 
-The end-to-end classifier is the encoder's CLS vector through the classifier head, so it can score
-cached CLS embeddings directly: the comparison with the heads is on exactly the same vectors.
+The end-to-end classifier is the encoder's pooled vector (CLS, or the token mean for a run trained
+with ``--pooling mean``) through the classifier head, so it can score cached embeddings directly:
+the comparison with the heads is on exactly the same vectors. ``check_vectors`` refuses vectors
+pooled, cut or normalized otherwise than the classifier was trained on.
 
 ``verify_run`` checks the recorded sha256 of every artifact before a run folder is used (by
 ``EndToEndClassifier`` and by ``resolve_model``), so a truncated or modified file is refused by name
@@ -41,8 +43,9 @@ _RECOVER = ("rerun the same `finetune` command with --resume (it rewrites the ru
             "or finetune again")
 
 
-def save_encoder(model, tokenizer, folder: Path, max_length: int) -> None:
-    """Write a sentence-transformers folder with CLS pooling that ``SentenceTransformer(folder)`` loads."""
+def save_encoder(model, tokenizer, folder: Path, max_length: int, pooling: str = "cls") -> None:
+    """Write a sentence-transformers folder with ``pooling`` (cls or mean) that ``SentenceTransformer(folder)``
+    loads."""
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
@@ -55,7 +58,8 @@ def save_encoder(model, tokenizer, folder: Path, max_length: int) -> None:
                                                                    "do_lower_case": False}, indent=2))
     (folder / "1_Pooling").mkdir(exist_ok=True)
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": dim, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False,
+        "word_embedding_dimension": dim, "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
         "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
         "include_prompt": True}, indent=2))
 
@@ -105,8 +109,11 @@ def verify_run(run_dir: str | Path, info: dict | None = None) -> None:
                              f"{RUN_MARKER}; the file is damaged or was modified: {_RECOVER}")
 
 
+_FLAGS = {"pooling": "--pooling", "max_length": "--max-length", "normalization": "--normalize/--no-normalize"}
+
+
 class EndToEndClassifier:
-    """The fine-tuned model's own classifier, applied to CLS vectors (numpy, no torch needed).
+    """The fine-tuned model's own classifier, applied to pooled vectors (numpy, no torch needed).
 
     Behaves like a fitted head: ``classes_``, ``predict_proba``, ``predict``.
     """
@@ -130,11 +137,24 @@ class EndToEndClassifier:
         if self._w2.shape[0] != len(self.classes_):
             raise ModelError(f"{path}: {self._w2.shape[0]} outputs but labels.json names {len(self.classes_)} labels")
         self.n_features_in_ = int(self._w1.shape[1])
+        self.pooling = (info.get("config") or {}).get("pooling", "cls")  # runs before the choice: CLS
+
+    def check_vectors(self, description: dict) -> None:
+        """Refuse vectors (an Embedder's ``description``) pooled, cut or normalized otherwise than trained on."""
+        trained = {"pooling": self.pooling, "max_length": self.info.get("max_length"),
+                   "normalization": self.info.get("normalization")}
+        differ = [key for key, value in trained.items() if value is not None and value != description.get(key)]
+        if differ:
+            raise ModelError(
+                f"{self.run_dir}: the end-to-end classifier was fine-tuned on "
+                f"{', '.join(f'{k} {trained[k]!r}' for k in differ)} but the vectors given it have "
+                f"{', '.join(f'{k} {description.get(k)!r}' for k in differ)}; drop "
+                f"{' / '.join(_FLAGS[k] for k in differ)} so the run's own settings are used")
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ModelError(f"expected CLS vectors of width {self.n_features_in_}, got shape {X.shape}")
+            raise ModelError(f"expected {self.pooling} vectors of width {self.n_features_in_}, got shape {X.shape}")
         hidden = np.maximum(X @ self._w1.T + self._b1, 0)
         logits = hidden @ self._w2.T + self._b2
         logits -= logits.max(axis=1, keepdims=True)

@@ -426,15 +426,7 @@ def _end_to_end(embedder):
             "--model RUN_DIR, or --head HEAD_DIR for a trained head")
     run_dir = encoder.source.run_dir
     classifier = EndToEndClassifier(run_dir)
-    trained = {"pooling": "cls", "max_length": classifier.info.get("max_length"),
-               "normalization": classifier.info.get("normalization")}
-    differ = [key for key, value in trained.items() if value is not None and value != encoder.description.get(key)]
-    if differ:
-        raise ModelError(
-            f"{run_dir}: the end-to-end classifier was fine-tuned on "
-            f"{', '.join(f'{k} {trained[k]!r}' for k in differ)} but this run embeds with "
-            f"{', '.join(f'{k} {encoder.description.get(k)!r}' for k in differ)}; drop "
-            f"{' / '.join(_SETTINGS[k] or k for k in differ)} so the run's own settings are used")
+    classifier.check_vectors(encoder.description)
     digest = hashlib.sha256()
     for name in (CLASSIFIER_FILE, "labels.json"):
         digest.update((run_dir / name).read_bytes())

@@ -338,3 +338,58 @@ def test_the_head_forward_can_stop_the_gradient_at_the_cls_vectors(tmp_path, min
         torch.nn.functional.cross_entropy(logits, torch.as_tensor(trainer.train_y)).backward()
         assert any(p.grad is not None for p in trainer.encoder.parameters()) == encoder_learns
         assert all(p.grad is not None for p in trainer.head.parameters())
+
+
+def test_mean_pooling_run_trains_on_token_means_and_embeds_with_its_own_pooling(tmp_path, minilm_path):
+    """``--pooling mean``: the run records it, its encoder folder pools the same way, ``Embedder`` with
+    the default ``auto`` pools as the run was trained (CLS for every other model), the end-to-end
+    classifier on those vectors reproduces the run's own eval accuracy, and CLS vectors are refused."""
+    from sentence_transformers import SentenceTransformer
+
+    from embed.encoder import Embedder
+    from embed.errors import ModelError
+    from embed.models import RUN_MARKER
+
+    train = write_tweets(tmp_path / "train.csv", 48, seed=6)
+    evals = write_tweets(tmp_path / "eval.csv", 24, seed=7)
+    run = tmp_path / "run"
+    metrics = fine_tune(train, run, FinetuneConfig(**{**QUICK, "pooling": "mean", "epochs": 2}), eval_path=evals,
+                        cache_dir=tmp_path / "cache")
+    assert json.loads((run / RUN_MARKER).read_text())["config"]["pooling"] == "mean"
+    card = (run / "README.md").read_text()
+    assert "- pooling: mean" in card and "with mean pooling" in card and "the mean of the token vectors" in card
+    import csv
+
+    with open(evals) as handle:
+        rows = list(csv.DictReader(handle))
+    texts = [r["text"] for r in rows]
+    auto = Embedder(str(run), max_length=48, cache_dir=None)
+    assert auto.load().description["pooling"] == "mean"
+    vectors, _ = auto.embed(texts)
+    from embed.normalize import normalize_tweet
+
+    saved = SentenceTransformer(str(run / "encoder")).encode([normalize_tweet(t) for t in texts])
+    np.testing.assert_allclose(saved, vectors, atol=1e-4)  # the saved folder pools as the run did
+    cls, _ = Embedder(str(run), pooling="cls", max_length=48, cache_dir=None).embed(texts)
+    assert np.abs(cls - vectors).max() > 0.1  # a different vector, not the same one relabelled
+    e2e = EndToEndClassifier(run)
+    accuracy = np.mean(e2e.predict(vectors) == np.array([r["label"] for r in rows]))
+    assert accuracy == pytest.approx(metrics["history"][-1]["accuracy"], abs=1e-9)
+    e2e.check_vectors(auto.load().description)
+    with pytest.raises(ModelError, match="fine-tuned on pooling 'mean' but the vectors given it have pooling 'cls'"):
+        e2e.check_vectors(Embedder(str(run), pooling="cls", max_length=48, cache_dir=None).load().description)
+    assert Embedder("minilm", cache_dir=None).load().description["pooling"] == "cls"  # other models: CLS
+    # what the training steps see: the token mean of the base model's last hidden state, as `embed --pooling mean`
+    from embed.data import load_texts
+    from embed.finetune import _Trainer
+
+    few = load_texts(write_tweets(tmp_path / "few.csv", 6, seed=8), "text", "label")
+    trainer = _Trainer(FinetuneConfig(**{**QUICK, "pooling": "mean"}), few, None, tmp_path / "unit", tmp_path / "cache")
+    trainer.encoder.eval()  # no dropout, to compare with the embedder's vectors
+    _, seen = trainer._forward(trainer.train_ids)
+    base = {p: Embedder("minilm", pooling=p, max_length=48, backend="torch", precision="fp32", cache_dir=None)
+            for p in ("mean", "cls")}
+    np.testing.assert_allclose(seen.detach().numpy(), base["mean"].embed(few.texts)[0], atol=1e-4)
+    assert np.abs(seen.detach().numpy() - base["cls"].embed(few.texts)[0]).max() > 0.1
+    with pytest.raises(TweetheadsError, match="pooling 'max': expected one of cls, mean"):
+        fine_tune(train, tmp_path / "bad", FinetuneConfig(**{**QUICK, "pooling": "max"}))

@@ -75,7 +75,7 @@ def warm_cli(warm):
 
     def _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir, progress=True):
         embedder = real(model, pooling, max_length, batch_size, device, precision, backend, cache_dir, progress)
-        if (model, pooling, max_length, device, precision, backend) == ("minilm", "cls", None, "auto", "auto", "auto"):
+        if (model, pooling, max_length, device, precision, backend) == ("minilm", "auto", None, "auto", "auto", "auto"):
             embedder.encoder_ = warm
         return embedder
 

@@ -360,6 +360,12 @@ def test_e2e_head_scores_with_the_runs_own_classifier(shared, tmp_path):
     assert set(table.column("pred_head").to_pylist()) == {f"e2e@{run}"}
     assert table.column("label").to_pylist() == [r["label"] for r in read_csv(source)]
     assert "against 'label': accuracy " in result.output  # the run's own label column, recorded at training
+    # vectors pooled otherwise than the classifier was trained on are refused, with the fix
+    refused = score(shared, source, "--output", tmp_path / "mean.parquet", "--pooling", "mean", model=run, head="e2e")
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "fine-tuned on pooling 'cls' but the vectors given it have pooling 'mean'" in refused.output
+    assert "drop --pooling so the run's own settings are used" in refused.output
+    assert not (tmp_path / "mean.parquet").exists()
 
 
 def test_jsonl_columns_keep_types_and_mixed_types_become_text(shared, tmp_path):

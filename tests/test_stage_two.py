@@ -87,6 +87,15 @@ def test_compare_refuses_a_head_from_another_model(workdir):
     assert result.exit_code == 1 and "trained on embeddings from" in result.output and "Traceback" not in result.output
 
 
+def test_compare_refuses_vectors_the_end_to_end_classifier_was_not_trained_on(workdir):
+    tmp, _ = workdir
+    result = run("compare", "--model", tmp / "run", "--test", tmp / "split" / "eval.csv", "--pooling", "mean",
+                 ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "fine-tuned on pooling 'cls' but the vectors given it have pooling 'mean'" in result.output
+    assert "drop --pooling" in result.output
+
+
 def test_heads_work_in_a_pipeline_with_the_embedder(workdir):
     from sklearn.pipeline import make_pipeline
 
