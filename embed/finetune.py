@@ -16,7 +16,9 @@ that of most sentence-transformers models); the run records it, and ``Embedder(p
 pools the run's vectors the same way.
 
 A checkpoint (weights, optimizer, scheduler, RNG state, step) is written every ``save_every``
-steps, at the end of each epoch and on Ctrl-C; ``resume=True`` continues from it and, on the same
+steps, at the end of an epoch when the last one is ``EPOCH_SAVE_SECONDS`` old or more (an epoch of a
+few labelled rows is a step or two, and a checkpoint of MiniLM takes about a second to write), at
+the last step and on Ctrl-C; ``resume=True`` continues from it and, on the same
 device, reaches the same weights as an uninterrupted run. Not here: distributed training.
 """
 from __future__ import annotations
@@ -89,6 +91,7 @@ def _amp_dtype(torch, precision: str, device: str):
 
 
 OBJECTIVES = ("classify", "contrastive")
+EPOCH_SAVE_SECONDS = 60.0  # an epoch's end checkpoints only when the last checkpoint is this old
 
 
 def _pair_loss(torch, cls, target):
@@ -267,6 +270,7 @@ class _Trainer:
             os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
+        self.saved_at = time.monotonic()
 
     def load_checkpoint(self) -> None:
         from safetensors.torch import load_file
@@ -305,6 +309,7 @@ class _Trainer:
         # no terminal (a background run writing to a log file): plain lines at each log point instead
         self.plain_progress = bool(config.progress and bar.disable)
         contrastive = config.objective == "contrastive"
+        self.saved_at = time.monotonic()  # the start counts as a save: nothing to lose yet
         try:
             while self.step < self.total_steps:
                 epoch = self.step // self.steps_per_epoch
@@ -332,8 +337,9 @@ class _Trainer:
                     bar.set_postfix(loss=f"{np.mean(self.epoch_losses[-50:]):.4f}", epoch=f"{self.step / self.steps_per_epoch:.2f}")
                     if self.step % self.steps_per_epoch == 0 or self.step == self.total_steps:
                         self._end_epoch()
-                    if self.step % config.save_every == 0 or self.step % self.steps_per_epoch == 0 \
-                            or self.step == self.total_steps:
+                    epoch_end = self.step % self.steps_per_epoch == 0
+                    if self.step % config.save_every == 0 or self.step == self.total_steps or (
+                            epoch_end and time.monotonic() - self.saved_at >= EPOCH_SAVE_SECONDS):
                         self.save_checkpoint()
                     if self.step >= self.total_steps:
                         break

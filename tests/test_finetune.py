@@ -130,6 +130,26 @@ def test_interrupt_then_resume_matches_uninterrupted(trained, monkeypatch):
     assert resumed["train_seconds"] > before["train_seconds"] and resumed["examples_per_second"] > 0
 
 
+def test_an_epoch_end_checkpoints_only_when_the_last_checkpoint_is_a_minute_old(tmp_path, minilm_path,
+                                                                                  monkeypatch):
+    """A few labelled rows make epochs of a step or two: a checkpoint at each would cost more than the
+    steps. Every --save-every steps and the last step still checkpoint; an epoch's end only once the
+    last checkpoint is EPOCH_SAVE_SECONDS old."""
+    from embed import finetune
+
+    saved = []
+    real = finetune._Trainer.save_checkpoint
+    monkeypatch.setattr(finetune._Trainer, "save_checkpoint", lambda self: (saved.append(self.step), real(self))[1])
+    train = write_tweets(tmp_path / "train.csv", 16, seed=3)  # 2 steps an epoch
+    config = FinetuneConfig(**{**QUICK, "epochs": 4, "save_every": 5})
+    fine_tune(train, tmp_path / "a", config, cache_dir=tmp_path / "cache")
+    assert saved == [5, 8]
+    saved.clear()
+    monkeypatch.setattr(finetune, "EPOCH_SAVE_SECONDS", 0.0)  # as if every epoch took a minute
+    fine_tune(train, tmp_path / "b", config, cache_dir=tmp_path / "cache")
+    assert saved == [2, 4, 5, 6, 8]
+
+
 def test_unseen_eval_label_is_refused_before_training(tmp_path, minilm_path):
     train = write_tweets(tmp_path / "train.csv", 16)
     evals = tmp_path / "eval.csv"
