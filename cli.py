@@ -157,8 +157,9 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_FT.precision,
               show_default=True, help="Training precision: auto = bf16 autocast on a GPU (fp16 where bf16 is "
               "missing), fp32 on the CPU. The reference card trained in fp32.")
-@click.option("--save-every", type=int, default=_FT.save_every, help="Checkpoint every N steps (also at an epoch's end when the last checkpoint is a minute old, at "
-              "the last step and on Ctrl-C).")
+@click.option("--save-every", type=int, default=_FT.save_every,
+              help="Checkpoint every N steps (also at an epoch's end when the last checkpoint is a minute old, "
+              "at the last step and on Ctrl-C).")
 @click.option("--log-every", type=click.IntRange(min=1), default=_FT.log_every,
               help="Record the training loss every N steps in metrics.json [default: about 50 points per run].")
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoint.")

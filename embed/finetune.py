@@ -1,4 +1,5 @@
-"""Stage one, phase one: fine-tune the whole encoder plus a classification head on the CLS token.
+"""Stage one, phase one: fine-tune the whole encoder plus a classification head on the CLS token
+(or, with ``pooling="mean"``, on the token mean).
 
 Defaults are the reference card's recipe (lr 1e-6, batch 8/8, seed 42, Adam (0.9, 0.999, 1e-8),
 linear decay with no warm-up, 20 epochs, evaluation every epoch). Batches are padded per batch
@@ -37,7 +38,7 @@ import numpy as np
 
 from fileio import fsync_file, sha256_file, write_atomic
 
-from .backends import POOLINGS
+from .backends import POOLINGS, pool
 from .data import LabelMap, load_texts
 from .errors import TweetheadsError
 from .models import DEFAULT_MODEL, PRECISIONS, RUN_MARKER, load_encoder, max_seq_length, resolve_model
@@ -203,8 +204,6 @@ class _Trainer:
     def _forward(self, ids: list[list[int]], detach_head: bool = False):
         """``(logits, vectors)``, the vectors pooled as ``config.pooling``; with ``detach_head`` the head's
         gradient stops at the vectors."""
-        from .backends import pool
-
         padded = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         input_ids = padded["input_ids"].to(self.device)
         mask = padded["attention_mask"].to(self.device)
