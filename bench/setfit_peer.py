@@ -72,7 +72,8 @@ t = time.perf_counter(); trainer.train(); train_s = time.perf_counter() - t
 t = time.perf_counter(); pred = model.predict(spec["eval"]); predict_s = time.perf_counter() - t
 pred = [str(p) for p in (pred.tolist() if hasattr(pred, "tolist") else pred)]
 json.dump({"pred": pred, "train_s": train_s, "predict_s": predict_s,
-           "steps": trainer.state.global_step if hasattr(trainer, "state") else None}, open(sys.argv[2], "w"))
+           "steps": trainer.st_trainer.state.global_step if hasattr(trainer, "st_trainer") else None},
+          open(sys.argv[2], "w"))
 '''
 
 
@@ -324,12 +325,14 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
     majority_label = max(set(gold.tolist()), key=gold.tolist().count)
     majority = float(np.mean(gold == majority_label))
     table = Table(
-        title=f"Few labels: SetFit against our heads ({described}, {len(gold):,} eval rows)",
-        compared=(f"Stratified samples of {', '.join(map(str, sizes))} training tweets per class (seeds "
-                  f"{', '.join(map(str, seeds))}; the same rows for every method), all scored on the whole eval "
-                  f"file ({int(novel.sum()):,} novel rows: text not in the training file). Mean over the seeds, "
-                  "min-max in brackets. SetFit fine-tunes its body on pairs of the sample, then fits a "
-                  "logistic head; ours keeps the encoder frozen and fits only the head on cached vectors."),
+        title=(f"{'All labels' if sizes == ('all',) else 'Few labels'}: SetFit against our heads ({described}, "
+               f"{len(gold):,} eval rows)"),
+        compared=(("Every training row" if sizes == ("all",) else
+                   f"Stratified samples of {', '.join(map(str, sizes))} training tweets per class")
+                  + f" (seeds {', '.join(map(str, seeds))}; the same rows for every method), all scored on the whole "
+                  f"eval file ({int(novel.sum()):,} novel rows: text not in the training file). Mean over the seeds, "
+                  "min-max in brackets. SetFit fine-tunes its body on pairs of the training rows, then fits a "
+                  "logistic head; our frozen rows keep the encoder frozen and fit only the head on cached vectors."),
         columns=["labelled / class", "method", "accuracy (all)", "accuracy (novel)", "macro-F1", "train s",
                  "predictions/s"])
 
@@ -350,9 +353,10 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
             "encoding).")
     table.notes.append(
         f"Accuracy against a majority-class predictor ({majority:.4f} on this eval file, {majority:.0%} "
-        f"{majority_label}): a balanced sample "
-        "of a few tweets per class makes every method predict the minority classes far more often than they "
-        "occur, so accuracy can fall below the majority rate and macro-F1 is the figure to compare."
+        f"{majority_label})"
+        + ((": a balanced sample of a few tweets per class makes every method predict the minority classes far "
+            "more often than they occur, so accuracy can fall below the majority rate and macro-F1 is the figure "
+            "to compare.") if any(size != "all" for size in sizes) else ".")
         + (" LightGBM with its defaults (at least 20 rows a leaf) cannot split 24 rows (8 per class) and predicts "
            "one class there: its accuracy is the majority rate and its macro-F1 the floor." if 8 in sizes else ""))
     if "finetune" in methods:
