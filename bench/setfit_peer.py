@@ -34,13 +34,18 @@ is reported separately.
 
     python bench/setfit_peer.py --sizes 8 --seeds 0,1,2     # about 20 minutes on 2 cores
     python bench/setfit_peer.py                             # 8, 32 and 128 per class: hours here
+    python bench/setfit_peer.py --sizes all --seeds 0 --methods setfit,frozen   # about 21 minutes
+
+``--sizes all`` trains SetFit on every training row with one pair iteration, stopped at as many
+text passes as our 2-epoch fine-tune (``ALL_LABELS_STEPS``), and, on the GOP split, quotes our
+2-epoch run from ``bench/results/gop-minilm-2ep`` if it was trained on the same file (sha256).
 
 Each SetFit and fine-tune result is appended to ``WORK/results.jsonl`` as it finishes, and a rerun
 with the same ``--work`` skips what is there, so a long run can be stopped and continued.
 
 SetFit's pair training ran at about 1.3 s a step (batch 16 pairs) alone on this 2-core CPU (about
-320 s for the 240 steps of 32 per class), so 128 per class (960 steps a seed) takes about 25 minutes
-a seed; the recorded runs cover what fitted.
+320 s for the 240 steps of 32 per class); 128 per class (960 steps) took 32 minutes a seed, and our
+contrastive 32-a-batch fine-tune on it 8.5 minutes; the recorded runs cover what fitted.
 """
 from __future__ import annotations
 
