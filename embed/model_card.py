@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .models import ALIASES
+from .runs import run_pooling
 
 
 def fixed(value, digits: int = 4) -> str:
@@ -14,8 +15,9 @@ def fixed(value, digits: int = 4) -> str:
 def render_model_card(info: dict, metrics: dict) -> str:
     config = info["config"]
     final = metrics.get("final") or {}
-    pooled = {"cls": "the CLS token", "mean": "the mean of the token vectors"}[config.get("pooling", "cls")]
-    short = {"cls": "CLS", "mean": "mean"}[config.get("pooling", "cls")]
+    pooling = run_pooling(info)
+    pooled = {"cls": "the CLS token", "mean": "the mean of the token vectors"}[pooling]
+    short = {"cls": "CLS", "mean": "mean"}[pooling]
     lines = [
         f"# {Path(info.get('run_dir', '')).name or 'tweetheads run'}",
         "",
@@ -49,8 +51,8 @@ def render_model_card(info: dict, metrics: dict) -> str:
     if config.get("objective", "classify") != "classify":
         lines.append(f"- objective: {config['objective']} (in-batch cosine pairs for the encoder; the "
                      f"classification head on its stopped {short} vectors)")
-    if config.get("pooling", "cls") != "cls":
-        lines.append(f"- pooling: {config['pooling']} (embed the run with `--pooling auto`, the default, to get "
+    if pooling != "cls":
+        lines.append(f"- pooling: {pooling} (embed the run with `--pooling auto`, the default, to get "
                      "the vectors its classifier was trained on)")
     if config.get("max_steps"):
         lines.append(f"- training_steps: {config['max_steps']}")

@@ -27,7 +27,7 @@ from fileio import update_digest
 
 from .backends import POOLINGS
 from .errors import ModelError
-from .runs import RUN_MARKER, read_run_info, verify_run  # runs.py imports nothing of this module: one direction
+from .runs import RUN_MARKER, read_run_info, run_pooling, verify_run  # runs.py imports nothing of this module: one direction
 
 DEFAULT_MODEL = "sentence-transformers/msmarco-distilbert-base-tas-b"
 # --precision everywhere: auto (picked per device, see encoder.pick_precision and finetune._amp_dtype)
@@ -175,7 +175,7 @@ def trained_pooling(source: ModelSource) -> str:
     """The pooling a run folder's classifier was trained on (CLS for runs older than the choice), else CLS."""
     if source.kind != "run":
         return "cls"
-    pooling = (read_run_info(source.run_dir).get("config") or {}).get("pooling", "cls")
+    pooling = run_pooling(read_run_info(source.run_dir))
     if pooling not in POOLINGS:
         raise ModelError(f"{source.run_dir / RUN_MARKER}: config pooling {pooling!r}, expected cls or mean; "
                          "the run folder is damaged: finetune again")

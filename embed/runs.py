@@ -109,6 +109,11 @@ def verify_run(run_dir: str | Path, info: dict | None = None) -> None:
                              f"{RUN_MARKER}; the file is damaged or was modified: {_RECOVER}")
 
 
+def run_pooling(info: dict) -> str:
+    """The pooling a run (its ``tweetheads_run.json``) trained on; CLS for runs written before the choice."""
+    return (info.get("config") or {}).get("pooling", "cls")
+
+
 _FLAGS = {"pooling": "--pooling", "max_length": "--max-length", "normalization": "--normalize/--no-normalize"}
 
 
@@ -137,7 +142,7 @@ class EndToEndClassifier:
         if self._w2.shape[0] != len(self.classes_):
             raise ModelError(f"{path}: {self._w2.shape[0]} outputs but labels.json names {len(self.classes_)} labels")
         self.n_features_in_ = int(self._w1.shape[1])
-        self.pooling = (info.get("config") or {}).get("pooling", "cls")  # runs before the choice: CLS
+        self.pooling = run_pooling(info)
 
     def check_vectors(self, description: dict) -> None:
         """Refuse vectors (an Embedder's ``description``) pooled, cut or normalized otherwise than trained on."""
