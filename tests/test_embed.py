@@ -27,7 +27,8 @@ def test_cls_is_first_token_of_last_hidden_state(minilm_path, texts, tmp_path):
 
     from embed.normalize import normalize_tweet
 
-    vectors, _ = Embedder("minilm", cache_dir=None).embed(texts[:5])
+    # fp32: the default is bf16 on a CPU with bf16 units (test_backends tests that choice)
+    vectors, _ = Embedder("minilm", precision="fp32", cache_dir=None).embed(texts[:5])
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path))
     model = AutoModel.from_pretrained(str(minilm_path)).eval()
     with torch.inference_mode():
@@ -53,8 +54,8 @@ def test_second_run_hits_cache_and_overlap_encodes_only_new(minilm_path, texts):
 
 
 def test_pooling_and_precision_are_part_of_the_fingerprint(minilm_path, texts):
-    cls = Embedder("minilm", pooling="cls")
-    mean = Embedder("minilm", pooling="mean")
+    cls = Embedder("minilm", pooling="cls", precision="fp32")
+    mean = Embedder("minilm", pooling="mean", precision="fp32")
     bf16 = Embedder("minilm", precision="bf16")
     fingerprints = {e.load().fingerprint for e in (cls, mean, bf16)}
     assert len(fingerprints) == 3
@@ -86,6 +87,69 @@ def test_distilbert_shaped_random_model_gives_768_d(minilm_path, tmp_path, texts
     vectors, stats = Embedder(str(folder), cache_dir=None).embed(texts[:6])
     assert vectors.shape == (6, 768) and stats.encoded == 6
     assert np.isfinite(vectors).all() and vectors.std() > 0
+
+
+TRICKY = ["Café déjà vu, naïve résumé", "日本語のツイート and 中文", "emoji 😀🔥 #GOPDebate @user http",
+          "[MASK] <mask> [CLS] [SEP] [PAD] </s> <s>", "ALL CAPS SHOUTING!!!", "tab\tand\nnewline", "",
+          " ".join(["word"] * 400)]
+
+
+def _tokenizer_cases(minilm_path, tmp_path):
+    """(name, folder) pairs: MiniLM, a DistilBERT-declared copy of its tokenizer, MPNet where installed."""
+    from transformers import AutoTokenizer
+
+    cases = [("minilm", Path(minilm_path))]
+    distil = tmp_path / "distil-tok"
+    AutoTokenizer.from_pretrained(str(minilm_path)).save_pretrained(str(distil))
+    config = json.loads((distil / "tokenizer_config.json").read_text())
+    (distil / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "DistilBertTokenizer"}))
+    (distil / "config.json").write_text((Path(minilm_path) / "config.json").read_text())  # a model folder to resolve
+    cases.append(("distilbert", distil))
+    try:
+        cases.append(("mpnet", resolve_model("mpnet", tmp_path / "models").path))
+    except ModelError:
+        pass  # the [mpnet] parts are not installed (CI): MiniLM and DistilBERT still run
+    return cases
+
+
+def test_plain_tokenizer_gives_autotokenizers_ids(minilm_path, tmp_path, texts):
+    """The tokenizer `embed` loads without torch (PreTrainedTokenizerFast, for BERT, DistilBERT and MPNet
+    folders) gives AutoTokenizer's ids and padding on every GOP tweet (when the data is here) and on
+    accents, CJK, emoji, literal special tokens and over-long texts; other classes keep AutoTokenizer."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from embed.models import load_encoder, transformer_dir
+
+    from .conftest import data_dir
+
+    sample = list(texts) + TRICKY
+    found = data_dir()
+    if found is not None:
+        import csv
+
+        with open(found / "gop-debate" / "Sentiment.csv", newline="", encoding="utf-8", errors="replace") as handle:
+            sample += [row["text"] for row in csv.DictReader(handle)]
+    for name, folder in _tokenizer_cases(minilm_path, tmp_path):
+        source = resolve_model(str(folder), tmp_path / "models")
+        _, plain = load_encoder(source, model=False)
+        assert type(plain) is PreTrainedTokenizerFast, name
+        auto = AutoTokenizer.from_pretrained(str(transformer_dir(source.path)))
+        for max_length in (128, 512):
+            a = auto(sample, truncation=True, max_length=max_length)["input_ids"]
+            b = plain(sample, truncation=True, max_length=max_length)["input_ids"]
+            differ = [i for i in range(len(sample)) if a[i] != b[i]]
+            assert not differ, (name, max_length, len(differ), sample[differ[0]][:80])
+        padded_a = auto.pad({"input_ids": a[:16]}, return_tensors="np")
+        padded_b = plain.pad({"input_ids": b[:16]}, return_tensors="np")
+        assert (padded_a["input_ids"] == padded_b["input_ids"]).all()
+        assert (padded_a["attention_mask"] == padded_b["attention_mask"]).all()
+    other = tmp_path / "other-tok"
+    AutoTokenizer.from_pretrained(str(minilm_path)).save_pretrained(str(other))
+    config = json.loads((other / "tokenizer_config.json").read_text())
+    (other / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "ElectraTokenizer"}))
+    from embed.models import _load_tokenizer
+
+    assert type(_load_tokenizer(other, plain=True)) is not PreTrainedTokenizerFast  # unlisted: AutoTokenizer's class
 
 
 def test_default_model_offline_fails_fast_naming_aliases():

@@ -77,7 +77,7 @@ def head(tmp_path_factory, minilm_path):
 
     tmp = tmp_path_factory.mktemp("rayhead")
     rows = _sample()
-    embedder = Embedder("minilm", cache_dir=tmp / "cache")
+    embedder = Embedder("minilm", precision="fp32", cache_dir=tmp / "cache")  # as cli_score embeds
     vectors, _ = embedder.embed([row["text"] for row in rows])
     encoder = embedder.load()
     get_head("logistic", C=1.0).fit(vectors, [r["label"] for r in rows]).save(
@@ -129,8 +129,11 @@ def messy_inputs(folder: Path, sizes=SIZES) -> tuple[list[Path], int, int]:
 
 
 def cli_score(paths, output, head, cache, *extra, env=None, wait=True):
+    """``score`` in fp32: a text's fp32 vector is the same in any batch (to ~1e-7), so a distributed run and a
+    local one write the same bytes; in bf16 (the default on a CPU with bf16 units) the batch a text was
+    encoded in moves its vector by up to ~1e-3, and a re-encoded row could print other digits."""
     command = [sys.executable, "cli.py", "score", *map(str, paths), "--output", str(output), "--model", "minilm",
-               "--head", str(head), "--cache-dir", str(cache), *map(str, extra)]
+               "--head", str(head), "--cache-dir", str(cache), "--precision", "fp32", *map(str, extra)]
     proc = subprocess.Popen(command, cwd=REPO, env=env or dict(os.environ, HF_HUB_OFFLINE="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait:
@@ -256,6 +259,10 @@ def test_driver_killed_then_rerun_resumes_and_another_command_starts_clean(clust
                     *on_cluster(cluster, "--part-format", "csv", actors=1), env=cluster["env"])
     assert "cleared another command's parts first" in out, out
     assert all(int(p.name.split("-")[2][:8]) < 5 for p in (folder / "scored").iterdir())  # 50-row chunks only
+    # against a local run in 50-row chunks too: a head's float64 probabilities can differ in their last
+    # digit with the number of rows in a BLAS call (seen with AVX-512), so the same bytes need the same chunks
+    local = tmp_path / "local-50.csv"
+    cli_score(paths, local, head, cache, "--chunk-rows", 50)
     assert _csv_body(folder) == local.read_bytes()
 
 

@@ -23,9 +23,16 @@ def run(*args, ok=True):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, minilm_path):
+    """The run and heads, in one cache. The CPU's bf16 check is forced off for the module: these tests
+    compare figures computed twice (the fine-tune's eval against the end-to-end row on cached vectors,
+    a refit against train-head's head), which fp32 makes equal on every CPU; bf16 moves a vector by up
+    to ~1e-3 with the batch it was encoded in. It is also the fallback path, run end to end."""
+    from embed import encoder as encoder_module
+
     tmp = tmp_path_factory.mktemp("stage2")
     mp = pytest.MonkeyPatch()
     mp.setenv("TWEETHEADS_CACHE_DIR", str(tmp / "cache"))
+    mp.setattr(encoder_module, "cpu_has_bf16", lambda: False)
     data = write_tweets(tmp / "all.csv", 150, seed=5)  # 120 sample texts + 30 repeats: some eval rows not novel
     run("split", data, "--out-dir", tmp / "split", "--seed", 3)
     run("finetune", "--model", "minilm", "--train", tmp / "split" / "train.csv", "--eval", tmp / "split" / "eval.csv",
@@ -37,6 +44,13 @@ def workdir(tmp_path_factory, minilm_path):
                             *(["--param", "n_threads=1"] if head == "lightgbm" else [])).output
     yield tmp, outputs
     mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _module_cache(request, monkeypatch):
+    """Tests on the workdir use its cache (conftest gives every test an empty one of its own)."""
+    if "workdir" in request.fixturenames:
+        monkeypatch.setenv("TWEETHEADS_CACHE_DIR", str(request.getfixturevalue("workdir")[0] / "cache"))
 
 
 def test_train_head_reports_and_reuses_the_cache(workdir):
