@@ -265,14 +265,42 @@ def load_encoder(source: ModelSource, *, model: bool = True, tokenizer: bool = T
     """Load ``(model, tokenizer)`` with transformers from a resolved source (either may be skipped: None)."""
     folder = transformer_dir(source.path)
     check_model_folder(folder)
-    from transformers import AutoModel, AutoTokenizer
-
     try:
-        tok = AutoTokenizer.from_pretrained(str(folder)) if tokenizer else None
-        net = AutoModel.from_pretrained(str(folder), use_safetensors=True) if model else None
+        tok = _load_tokenizer(folder, plain=not model) if tokenizer else None
+        if model:
+            from transformers import AutoModel
+
+            net = AutoModel.from_pretrained(str(folder), use_safetensors=True)
+        else:
+            net = None
     except (OSError, ValueError) as exc:
         raise ModelError(f"{folder}: cannot load a transformer and tokenizer ({str(exc).splitlines()[0]})") from exc
     return net, tok
+
+
+# Tokenizer classes whose whole behaviour is their tokenizer.json (normalizer, pre-tokenizer, WordPiece,
+# post-processor): PreTrainedTokenizerFast gives the same ids (tests/test_embed.py checks it on every
+# GOP tweet for MiniLM, MPNet and a run folder), and importing it skips AutoTokenizer's import of torch.
+_PLAIN_TOKENIZERS = {"BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer", "DistilBertTokenizerFast",
+                     "MPNetTokenizer", "MPNetTokenizerFast"}
+
+
+def _load_tokenizer(folder: Path, plain: bool):
+    """AutoTokenizer; with ``plain`` (no weights wanted) the generic fast tokenizer where the folder's
+    class is one of ``_PLAIN_TOKENIZERS``: AutoTokenizer imports torch, a second of every cold
+    ``embed`` that OpenVINO does not need."""
+    if plain and (folder / "tokenizer.json").is_file():
+        try:
+            declared = json.loads((folder / "tokenizer_config.json").read_text()).get("tokenizer_class")
+        except (OSError, ValueError, AttributeError):
+            declared = None
+        if declared in _PLAIN_TOKENIZERS:
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def weights_digest(source: ModelSource) -> str:

@@ -126,3 +126,37 @@ def test_commands_on_cached_vectors_never_import_torch(tmp_path, minilm_path):
         assert done.returncode == 0, done.stderr[-2000:]
         assert args[0] != "train-head" or "with 0 texts encoded" in done.stdout, done.stdout
         assert "imported: []" in done.stdout, (args[0], done.stdout[-500:])
+
+
+def test_openvino_embed_never_imports_torch(tmp_path, minilm_path):
+    """Encoding new texts with the OpenVINO backend and its export on disk needs no torch: a cold
+    `embed` skips torch's second of start-up (the first run converts the model, which does need it)."""
+    import csv
+    import subprocess
+    import sys
+
+    from embed.backends import openvino_available
+
+    from .conftest import REPO
+
+    if not openvino_available():
+        pytest.skip("openvino is not installed")
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    for path, word in ((first, "rally"), (second, "debate")):
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text"])
+            writer.writerows([f"the {word} number {i} was something else"] for i in range(40))
+    cache = tmp_path / "cache"
+    flags = ["--model", "minilm", "--backend", "openvino", "--precision", "fp32", "--cache-dir", str(cache)]
+    run("embed", "--input", first, "--output", tmp_path / "first.npy", *flags)  # converts: torch needed here
+    probe = ("import sys; from cli import cli\n"
+             "try:\n    cli.main(sys.argv[1:], standalone_mode=False)\n"
+             "finally:\n    print('imported:', sorted({'torch'} & set(sys.modules)))")
+    args = ["embed", "--input", second, "--output", tmp_path / "second.npy", *flags]
+    done = subprocess.run([sys.executable, "-c", probe, *map(str, args)], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "40 encoded" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert "imported: []" in done.stdout, done.stdout[-500:]
+    vectors = np.load(tmp_path / "second.npy")
+    assert vectors.shape == (40, 384) and np.isfinite(vectors).all() and np.abs(vectors).sum(1).min() > 0
