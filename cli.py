@@ -156,7 +156,8 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
 @click.option("--device", default=_FT.device)
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_FT.precision,
               show_default=True, help="Training precision: auto = bf16 autocast on a GPU (fp16 where bf16 is "
-              "missing), fp32 on the CPU. The reference card trained in fp32.")
+              "missing) and on a CPU with bf16 units (AMX, AVX512-BF16), else fp32. The run records what it "
+              "trained in. The reference card trained in fp32.")
 @click.option("--save-every", type=int, default=_FT.save_every,
               help="Checkpoint every N steps (also at an epoch's end when the last checkpoint is a minute old, "
               "at the last step and on Ctrl-C).")

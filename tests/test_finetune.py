@@ -8,12 +8,13 @@ import pytest
 
 from embed.errors import TweetheadsError
 from embed.finetune import FinetuneConfig, Interrupted, fine_tune
-from embed.runs import EndToEndClassifier
+from embed.runs import RUN_MARKER, EndToEndClassifier
 
 from .conftest import write_tweets
 
+# fp32: the same training on every CPU (auto is bf16 on one with bf16 units; test_precision_choice tests auto)
 QUICK = dict(model="minilm", lr=1e-4, train_batch_size=8, eval_batch_size=16, epochs=3, max_length=48,
-             progress=False, save_every=4)
+             progress=False, save_every=4, precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +74,14 @@ def test_run_folder_artifacts_load(trained):
     card = (run / "README.md").read_text()
     assert "| Training Loss | Epoch | Step | Validation Loss | Accuracy |" in card
     assert "- learning_rate: 0.0001" in card and "- seed: 42" in card and "sha256" in card
-    assert "- precision: fp32 (asked: auto)" in card  # what it trained in, not only what was asked
+    assert "- precision: fp32 (asked: fp32)" in card  # what it trained in (test_precision_choice: auto)
+    assert json.loads((run / RUN_MARKER).read_text())["trained_precision"] == "fp32"
     assert json.loads((run / "labels.json").read_text())["labels"] == ["Negative", "Neutral", "Positive"]
     model = SentenceTransformer(str(run / "encoder"))
     texts = ["Loved the debate tonight", "What a waste of time"]
-    ours, _ = Embedder(str(run), max_length=48, cache_dir=None).embed(texts)
-    np.testing.assert_allclose(model.encode(texts), ours, atol=1e-4)  # CLS pooling, same vectors
+    # fp32 vectors (the default is bf16 on a CPU with bf16 units): CLS pooling, the same vectors
+    ours, _ = Embedder(str(run), max_length=48, precision="fp32", cache_dir=None).embed(texts)
+    np.testing.assert_allclose(model.encode(texts), ours, atol=1e-4)
     e2e = EndToEndClassifier(run)
     proba = e2e.predict_proba(ours)
     np.testing.assert_allclose(proba.sum(1), 1, atol=1e-6)
@@ -87,7 +90,7 @@ def test_run_folder_artifacts_load(trained):
 
     with open(tmp / "eval.csv") as handle:
         rows = list(csv.DictReader(handle))
-    vectors, _ = Embedder(str(run), max_length=48, cache_dir=None).embed([r["text"] for r in rows])
+    vectors, _ = Embedder(str(run), max_length=48, precision="fp32", cache_dir=None).embed([r["text"] for r in rows])
     accuracy = np.mean(e2e.predict(vectors) == np.array([r["label"] for r in rows]))
     assert accuracy == pytest.approx(metrics["history"][-1]["accuracy"], abs=1e-9)
 
@@ -173,14 +176,20 @@ def test_defaults_are_the_cards_recipe():
     assert "default: 1e-06" in help_text and "default: 20" in help_text
 
 
-def test_precision_choice(tmp_path, minilm_path):
-    """fp32 is the card's precision; bf16 autocast trains on the CPU too; fp16 needs CUDA's grad scaler."""
+def test_precision_choice(tmp_path, minilm_path, monkeypatch):
+    """fp32 is the card's precision; auto trains in bf16 autocast on a CPU with bf16 units and in fp32 on
+    one without (the capability check forced each way); fp16 needs CUDA's grad scaler."""
     import torch
 
+    from embed import encoder as encoder_module
     from embed.finetune import _amp_dtype
 
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: False)  # e.g. an AVX2-only CPU
     assert _amp_dtype(torch, "fp32", "cuda") is None and _amp_dtype(torch, "auto", "cpu") is None
-    assert _amp_dtype(torch, "bf16", "cpu") is torch.bfloat16
+    assert _amp_dtype(torch, "bf16", "cpu") is torch.bfloat16  # asked for: emulated there, but honoured
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: True)  # AMX or AVX512-BF16
+    assert _amp_dtype(torch, "auto", "cpu") is torch.bfloat16
+    assert _amp_dtype(torch, "fp32", "cpu") is None
     with pytest.raises(TweetheadsError, match="fp16 needs a CUDA device"):
         _amp_dtype(torch, "fp16", "cpu")
     with pytest.raises(TweetheadsError, match="expected one of auto, fp32, bf16, fp16"):
@@ -194,6 +203,12 @@ def test_precision_choice(tmp_path, minilm_path):
     info = json.loads((tmp_path / "run" / RUN_MARKER).read_text())
     assert info["config"]["precision"] == "bf16" and info["trained_precision"] == "bf16"
     assert "- precision: bf16 (asked: bf16)" in (tmp_path / "run" / "README.md").read_text()
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: False)  # auto falls back to fp32, and says so
+    config = FinetuneConfig(**{**QUICK, "epochs": 1, "max_steps": 1, "precision": "auto", "device": "cpu"})
+    fine_tune(train, tmp_path / "run-auto", config, cache_dir=tmp_path / "cache")
+    info = json.loads((tmp_path / "run-auto" / RUN_MARKER).read_text())
+    assert info["config"]["precision"] == "auto" and info["trained_precision"] == "fp32"
+    assert "- precision: fp32 (asked: auto)" in (tmp_path / "run-auto" / "README.md").read_text()
 
 
 def test_run_shipped_through_fp16_parts_loads_and_predicts_alike(trained, tmp_path):
@@ -277,7 +292,7 @@ def test_tas_b_shaped_distilbert_fine_tunes_and_reloads_with_768_d_cls(tmp_path,
     texts = ["Loved the debate tonight", "What a waste of time", "@user watching from home http"]
     model = SentenceTransformer(str(run / "encoder"), device="cpu")
     assert model.get_embedding_dimension() == 768
-    ours, _ = Embedder(str(run), max_length=48, cache_dir=None).embed(texts)
+    ours, _ = Embedder(str(run), max_length=48, precision="fp32", cache_dir=None).embed(texts)
     assert ours.shape == (3, 768)
     tokenizer = AutoTokenizer.from_pretrained(str(run / "encoder"))
     bare = AutoModel.from_pretrained(str(run / "encoder")).eval()
@@ -383,7 +398,7 @@ def test_mean_pooling_run_trains_on_token_means_and_embeds_with_its_own_pooling(
     with open(evals) as handle:
         rows = list(csv.DictReader(handle))
     texts = [r["text"] for r in rows]
-    auto = Embedder(str(run), max_length=48, cache_dir=None)
+    auto = Embedder(str(run), max_length=48, precision="fp32", cache_dir=None)  # pooling auto; fp32 as the run
     assert auto.load().description["pooling"] == "mean"
     vectors, _ = auto.embed(texts)
     from embed.normalize import normalize_tweet
