@@ -256,3 +256,41 @@ def test_a_head_from_before_backends_is_refused_with_the_flag_that_fixes_it(trai
     fixed = CliRunner().invoke(cli, common + ["--output", str(tmp_path / "b.csv"), "--backend", "torch",
                                               "--precision", "fp32"])
     assert fixed.exit_code == 0, fixed.output
+
+
+def _tiny_mpnet():
+    from transformers import MPNetConfig, MPNetModel
+
+    config = MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=514)
+    import torch
+
+    torch.manual_seed(0)
+    return MPNetModel(config).eval()
+
+
+def test_mpnet_buckets_are_traced_as_an_exact_integer_table(minilm_path):
+    """MPNet's relative-position buckets come from a float log truncated to an integer; OpenVINO at
+    bf16 would run that log in bf16 and move bucket boundaries. The export gathers from a table of
+    the exact buckets instead: the same vectors in torch, and no Log left in the graph."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import embed.backends as backends
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path))
+    model = _tiny_mpnet()
+    original = type(model.encoder).relative_position_bucket
+    every = torch.arange(-513, 514)[None, :] - torch.zeros(1, 1, dtype=torch.long)
+    batch = tokenizer(["a short tweet", "a much longer tweet " * 30], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(**batch).last_hidden_state
+        converted = backends.convert(model, tokenizer, "cls")  # patches ``model`` in place
+        after = model(**batch).last_hidden_state
+    assert torch.equal(model.encoder.relative_position_bucket(every), original(every))
+    assert torch.equal(before, after)
+    ops = {op.get_type_name() for op in converted.get_ops()}
+    assert "Log" not in ops, "the float bucket path was traced into the OpenVINO graph"
+    compiled = openvino.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled({"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()})[0]
+    np.testing.assert_allclose(got, before[:, 0].numpy(), atol=1e-5)
