@@ -411,7 +411,7 @@ def main() -> None:
                         help=f"which of {','.join(METHODS)} to run (default all)")
     parser.add_argument("--work", type=Path, help="keep the split and the embedding cache here (reused by a rerun)")
     args = parser.parse_args()
-    tables, results = run(args.quick, args.sizes, args.seeds, args.work, args.methods, args.data)
+    tables, results = run(args.quick, args.sizes, args.seeds, args.work.resolve() if args.work else None, args.methods, args.data)
     for table in tables:
         print(table.markdown())
     if args.json:

@@ -1,10 +1,12 @@
 """Where a vector is computed: torch (any device) or OpenVINO (CPU), picked per machine.
 
 ``pick_backend("auto", ...)`` is OpenVINO on a CPU where the ``openvino`` package imports and
-computes the precision natively (fp32; bf16 with bf16 units), and torch on a GPU or where not: on
-the 2-core AVX2 CPU of BENCHMARKS.md OpenVINO fp32 encodes about 1.1x as fast as torch fp32 once
-its export is on disk (a first run that converts is about 10% slower), with vectors equal to about
-1e-6; int8 paths are faster but move the vectors (see BENCHMARKS.md), so they are not defaults.
+computes the precision natively (fp32; bf16 with bf16 units), and torch on a GPU or where not. On the
+2-core Intel Xeon with AMX of BENCHMARKS.md OpenVINO bf16 is the fastest variant that holds accuracy
+(about 1.05x torch bf16 for MiniLM, 1.15x for MPNet, with vectors closer to fp32); on the AVX2 CPU
+before it OpenVINO fp32 encoded about 1.1x as fast as torch fp32 once its export was on disk, with
+vectors equal to about 1e-6. int8 paths are as fast or faster but move the vectors (see
+BENCHMARKS.md), so they are not defaults.
 ``--backend torch`` keeps the plain path; the ``TWEETHEADS_NO_OPENVINO=1`` environment variable
 does the same for ``auto`` (the fallback test forces it). ``OpenVinoEncoder`` runs the compiled graph.
 

@@ -229,6 +229,26 @@ def test_score_uses_a_torch_trained_head_with_the_default_backend(trained_head, 
     assert len(labels_a) == 120 and np.mean(np.array(labels_a) == np.array(labels_b)) >= 0.98
 
 
+def test_a_head_trained_in_bf16_scores_on_a_cpu_without_bf16_units(trained_head, tmp_path, monkeypatch):
+    """The portability case: a head fitted on bf16 vectors (the default on a CPU with AMX) is used where
+    the capability check finds no bf16 units, so the default computes fp32: the probe accepts it."""
+    from click.testing import CliRunner
+
+    from cli import cli
+    from comparison.train_head import HeadConfig, fit_head
+
+    data = trained_head / "train.csv"
+    bf16 = Embedder("minilm", backend="torch", precision="bf16", cache_dir=tmp_path / "cache")
+    fit_head(bf16, data, tmp_path / "head", HeadConfig(head="logistic"))
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: False)  # a CPU without AMX or AVX512-BF16
+    result = CliRunner().invoke(cli, ["score", str(data), "--model", "minilm", "--head", str(tmp_path / "head"),
+                                      "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "out.csv")])
+    assert result.exit_code == 0, result.output
+    assert "trained on torch/bf16 vectors and is used with openvino/fp32" in result.output
+    with open(tmp_path / "out.csv") as handle:
+        assert sum(1 for _ in csv.DictReader(handle)) == 120
+
+
 def test_a_head_from_before_backends_is_refused_with_the_flag_that_fixes_it(trained_head, tmp_path):
     """Heads written before backends existed have no probe and no backend in their model description."""
     import json
