@@ -20,8 +20,8 @@ FLOPs per token from its config (2 x the multiply-adds of the Q/K/V/O and FFN ma
 attention scores and mix at the sample's mean token count), hence texts/s at that peak; each row's
 share is its encoded texts/s over the limit of the precision it computes in (int8 rows against fp32).
 A second limit times the same matmuls at the model's own layer shapes (``shape_gflops``: a batch of
-64 texts at the mean length through its hidden x hidden and hidden x FFN weights), which narrow
-models reach less well than a square 2048 product.
+64 texts at the mean length through its hidden x hidden and hidden x FFN weights), in case narrow
+matrices reach less of the unit than a square 2048 product.
 
 Whole process (``bench_whole_process``): ``python cli.py embed`` with a fresh cache folder (the
 OpenVINO export included), again with the export already on disk, with ``--backend torch
@@ -203,53 +203,56 @@ def warnings_silenced():
         yield
 
 
-def peak_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """Best-of-``repeats`` torch matmul GFLOP/s per precision on this CPU (all torch threads); bf16
-    only where the CPU has bf16 units (elsewhere torch emulates it, and no bf16 path is a default)."""
+def _cpu_precisions():
+    """``(name, dtype)`` pairs to time: fp32, and bf16 only where the CPU has bf16 units (elsewhere
+    torch emulates it, and no bf16 path is a default)."""
     import torch
 
     from embed.encoder import cpu_has_bf16
 
+    return (("fp32", torch.float32),) + ((("bf16", torch.bfloat16),) if cpu_has_bf16() else ())
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    """Best of ``repeats`` timed calls of ``fn``, after one untimed warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def peak_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """Best-of-``repeats`` torch matmul GFLOP/s per precision on this CPU (all torch threads)."""
+    import torch
+
     peaks = {}
-    precisions = (("fp32", torch.float32),) + ((("bf16", torch.bfloat16),) if cpu_has_bf16() else ())
-    for name, dtype in precisions:
+    for name, dtype in _cpu_precisions():
         a = torch.randn(size, size).to(dtype)
         b = torch.randn(size, size).to(dtype)
-        a @ b  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - start)
-        peaks[name] = 2 * size ** 3 / best / 1e9
+        peaks[name] = 2 * size ** 3 / _best_seconds(lambda: a @ b, repeats) / 1e9  # noqa: B023
     return peaks
 
 
 def shape_gflops(hidden: int, ffn: int, rows: int, repeats: int = 5) -> dict[str, float]:
     """GFLOP/s of torch's matmuls at one encoder layer's own shapes, per precision: ``rows`` tokens (a
     batch of 64 at the mean length) through the Q/K/V/O (``hidden`` x ``hidden``) and FFN (``hidden``
-    x ``ffn``, ``ffn`` x ``hidden``) weights, best of ``repeats``. Narrow matrices run below the
-    2048x2048 peak, so this is the rate the model's own products can reach."""
+    x ``ffn``, ``ffn`` x ``hidden``) weights, best of ``repeats``: the rate the model's own products
+    can reach, which for narrow matrices may be below the 2048x2048 peak."""
     import torch
 
-    from embed.encoder import cpu_has_bf16
-
     rates = {}
-    precisions = (("fp32", torch.float32),) + ((("bf16", torch.bfloat16),) if cpu_has_bf16() else ())
     shapes = [(hidden, hidden)] * 4 + [(hidden, ffn), (ffn, hidden)]
     flops = sum(2 * rows * k * n for k, n in shapes)
-    for name, dtype in precisions:
+    for name, dtype in _cpu_precisions():
         inputs = {k: torch.randn(rows, k).to(dtype) for k in {hidden, ffn}}
         weights = [torch.randn(n, k).to(dtype) for k, n in shapes]
-        layer = lambda: [torch.nn.functional.linear(inputs[w.shape[1]], w) for w in weights]  # noqa: E731
         with torch.inference_mode():
-            layer()
-            best = float("inf")
-            for _ in range(repeats):
-                start = time.perf_counter()
-                layer()
-                best = min(best, time.perf_counter() - start)
-        rates[name] = flops / best / 1e9
+            seconds = _best_seconds(lambda: [torch.nn.functional.linear(inputs[w.shape[1]], w)  # noqa: B023
+                                             for w in weights], repeats)  # noqa: B023
+        rates[name] = flops / seconds / 1e9
     return rates
 
 
@@ -285,7 +288,8 @@ def bench_model(label: str, path: str, tmp, n: int, chunk: int, include: set[str
     calibration = [t for t in common.normalized(common.gop_tweets(2000, seed=99)[0]) if t not in sample][:320]
     per_text, mean_tokens, hidden, ffn = flops_per_text(path, texts_norm)
     limits = {p: g * 1e9 / per_text for p, g in (peaks or {}).items()}
-    at_shapes = shape_gflops(hidden, ffn, rows=int(round(64 * mean_tokens))) if peaks else {}
+    rows = int(round(64 * mean_tokens))  # a batch of 64 at the mean length
+    at_shapes = shape_gflops(hidden, ffn, rows) if peaks else {}
     shape_limits = {p: g * 1e9 / per_text for p, g in at_shapes.items()}
     log(f"{label} matmul GFLOP/s at its own layer shapes: {at_shapes}")
     variants, notes = _variants(path, tmp, texts_norm, texts_raw, include, calibration)
@@ -364,7 +368,7 @@ def bench_model(label: str, path: str, tmp, n: int, chunk: int, include: set[str
                      "against fp32: no int8 peak is measured"
                      + ("; no bf16 limit: this CPU has no bf16 units)." if "bf16" not in limits else ")."))
         notes.append("At its shapes: the same matmuls at one layer's own sizes (a batch of 64 texts at the mean "
-                     f"length, {int(round(64 * mean_tokens)):,} rows, through {hidden}x{hidden} and {hidden}x{ffn} "
+                     f"length, {rows:,} rows, through {hidden}x{hidden} and {hidden}x{ffn} "
                      f"weights) run at {', '.join(f'{g:,.0f} GFLOP/s in {p}' for p, g in at_shapes.items())}: "
                      f"{', '.join(f'{shape_limits[p]:,.0f} texts/s in {p}' for p in shape_limits)}: the limit this model's "
                      "own products allow, where narrow matrices could reach less of the unit than a square one.")

@@ -152,7 +152,7 @@ def run(quick: bool = False) -> list[Table]:
     for name in names:
         best = max(results[name], key=lambda x: x["step_eps"])
         like = ratio(best["step_eps"], best_of[pairs[name]]) + f" (vs {pairs[name]})" if name in pairs else ""
-        grouped = "length-grouped" in name or "(group_by_length" in name and "False" not in name
+        grouped = "length-grouped" in name or ("(group_by_length" in name and "False" not in name)
         fp32_trainer = "HF Trainer (length-grouped)" if grouped else "HF Trainer"
         vs_fp32 = ratio(best["step_eps"], best_of[fp32_trainer]) + f" (vs {fp32_trainer})"
         table.add(name, "bf16" if "bf16" in name else "fp32", best["steps"], best["step_eps"], like, vs_fp32,

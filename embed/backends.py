@@ -138,12 +138,12 @@ def _pooled(model, pooling: str):
 def _exact_position_buckets(model) -> None:
     """Trace MPNet's relative-position buckets as an integer table lookup (in place, on ``model``).
 
-    MPNet (and T5-style models) bucket a relative position through a float ``log`` truncated to an
-    integer. At OpenVINO's bf16 inference precision that ``log`` runs in bf16, which moves some
-    bucket boundaries: those token pairs get another head's attention bias, and the vectors drift
-    (lowest cosine to fp32 0.992 on GOP tweets, against 0.998 for torch bf16). The buckets depend on
-    the integer positions only, so they are computed once here, in torch fp32, for every relative
-    position the model allows, and the traced graph gathers from that table: exact in any precision.
+    MPNet buckets a relative position through a float ``log`` truncated to an integer. At OpenVINO's
+    bf16 inference precision that ``log`` runs in bf16, which moves some bucket boundaries: those
+    token pairs get another head's attention bias, and the vectors drift (lowest cosine to fp32 0.992
+    on GOP tweets, against 0.998 for torch bf16). The buckets depend on the integer positions only, so
+    they are computed here, before tracing, in torch fp32, for every relative position the model
+    allows; the traced graph gathers from that constant table: exact in any precision.
     """
     import torch
 
@@ -153,16 +153,15 @@ def _exact_position_buckets(model) -> None:
         return
     span = int(getattr(model.config, "max_position_embeddings", 512))
     positions = torch.arange(-span, span + 1)
-    tables: dict = {}
+    tables = {(n, 128): bucket(positions, num_buckets=n, max_distance=128)
+              for n in {getattr(model.config, "relative_attention_num_buckets", 32), 32}}
 
     def lookup(relative_position, num_buckets=32, max_distance=128):
-        key = (num_buckets, max_distance)
-        if key not in tables:  # while tracing: a constant in the graph
-            tables[key] = bucket(positions, num_buckets=num_buckets, max_distance=max_distance)
-        return tables[key][relative_position + span]
+        table = tables.get((num_buckets, max_distance))
+        if table is None:  # a bucketing not computed above: the model's own function
+            return bucket(relative_position, num_buckets=num_buckets, max_distance=max_distance)
+        return table[relative_position + span]
 
-    for key in {(getattr(model.config, "relative_attention_num_buckets", 32), 128), (32, 128)}:
-        tables[key] = bucket(positions, num_buckets=key[0], max_distance=key[1])
     encoder.relative_position_bucket = lookup
 
 
