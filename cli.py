@@ -13,7 +13,7 @@ import click
 from cache import CacheError, clear_store, default_cache_dir, list_stores
 from embed.encoder import COMMIT_EVERY, POOLING_CHOICES, POOLINGS
 from embed.errors import TweetheadsError
-from embed.finetune import OBJECTIVES, FinetuneConfig
+from embed.finetune import OBJECTIVES, PAIRS, FinetuneConfig
 from embed.backends import BACKENDS
 from embed.models import PRECISIONS
 from heads.base import SELECT_METRICS
@@ -138,6 +138,8 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
 @click.option("--adam-epsilon", type=float, default=_FT.adam_epsilon)
 @click.option("--weight-decay", type=float, default=_FT.weight_decay)
 @click.option("--warmup-steps", type=int, default=_FT.warmup_steps)
+@click.option("--warmup-ratio", type=float, default=_FT.warmup_ratio,
+              help="Warm-up as a share of the steps (SetFit: 0.1); used when --warmup-steps is 0.")
 @click.option("--epochs", type=float, default=_FT.epochs)
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps (overrides --epochs).")
 @click.option("--max-length", type=int, default=None, help="[default: the model's max_seq_length]")
@@ -146,6 +148,9 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
               help="classify: cross-entropy through the classification head (the card's). contrastive: "
               "SetFit's pair loss on the pooled vectors (same label: cosine 1, else 0), for a few labelled rows; "
               "the head then learns from the vectors without moving the encoder.")
+@click.option("--pairs", type=click.Choice(PAIRS), default=_FT.pairs, show_default=True,
+              help="With --objective contrastive: all, the mean over every in-batch pair; balanced, positive and "
+              "negative pairs weigh half each (SetFit's sampler draws them one for one).")
 @click.option("--pooling", type=click.Choice(POOLINGS), default=_FT.pooling,
               help="The vector the head (and a contrastive objective) trains on: cls, the first token (the "
               "card's), or mean of the tokens (SetFit's, and most sentence-transformers models'). Recorded in "

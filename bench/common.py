@@ -181,3 +181,31 @@ def main(run, argv=None) -> None:
     args = parser.parse_args(argv)
     for table in run(quick=args.quick):
         print(table.markdown())
+
+
+def peer_data_files(data: str, work: Path) -> tuple[Path, Path, str]:
+    """``(train, eval, description)`` for a peer benchmark's ``--data``: files under ``work/split`` with a
+    ``sentiment`` column. ``gop``: the GOP 80/20 split (seed 42); ``tse``: tweet_sentiment_extraction's own
+    train.csv -> test.csv, its rows with an empty text left out (and counted in the description)."""
+    from embed.data import read_table, write_table
+    from embed.split import SplitConfig, split_file
+
+    split = work / "split"
+    if data == "gop":
+        if not (split / "eval.csv").exists():
+            split_file(gop_csv(), split, SplitConfig(eval_fraction=0.2, seed=42))
+        return split / "train.csv", split / "eval.csv", "GOP 80/20 split"
+    if data != "tse":
+        raise SystemExit(f"--data must be gop or tse, got {data!r}")
+    folder = gop_csv().parents[1] / "tweet_sentiment_extraction"
+    dropped = {}
+    for name in ("train", "test"):  # read each time, so a rerun's note counts the same rows
+        table = read_table(folder / f"{name}.csv").select(["text", "sentiment"])
+        texts = table.column("text").to_pylist()
+        keep = [i for i, t in enumerate(texts) if t is not None and t.strip()]
+        dropped[name] = len(texts) - len(keep)
+        if not (split / f"{name}.csv").exists():
+            write_table(table.take(keep), split / f"{name}.csv")
+    note = ", ".join(f"{n} empty text(s) left out of {k}.csv" for k, n in dropped.items() if n)
+    return split / "train.csv", split / "test.csv", "tweet_sentiment_extraction train -> test" + (
+        f" ({note})" if note else "")

@@ -26,6 +26,9 @@ and every method is scored on the whole eval file:
   the same with 80 epochs, SetFit's full text passes): the pair loss
   on mean-pooled vectors (SetFit's pooling), 32 texts a step (SetFit's 16 pairs), 40 epochs (half
   SetFit's text passes), lr 2e-5; heads on the run's own mean-pooled vectors.
+- ``--methods contrastive-balanced``: ``contrastive-mean-80`` with SetFit's pair mix and schedule as well:
+  positive and negative pairs weigh half each (``pairs="balanced"``; SetFit's sampler draws one of each
+  at a time) and the first 10% of the steps warm up (``warmup_ratio=0.1``, SetFit's ``warmup_proportion``).
 
 Accuracy on all eval rows and on novel rows (normalized text not in the training file), macro-F1,
 mean and min-max over the seeds; training seconds (SetFit: its ``trainer.train()``; ours: the
@@ -173,32 +176,42 @@ def metrics(pred, gold: np.ndarray, novel: np.ndarray) -> dict:
 
 SETFIT = "SetFit (MiniLM body, mean pooling, num_iterations=20)"
 SETFIT_ALL = "SetFit (MiniLM body, mean pooling, num_iterations=1, stopped at our 2 epochs' text passes)"
-OURS_ALL = common.REPO / "bench" / "results" / "gop-minilm-2ep"  # `compare` of our 2-epoch MiniLM fine-tune
+RESULTS = common.REPO / "bench" / "results"
+# our fine-tunes on all labels, quoted beside SetFit's all-labels row: (folder of `compare`'s report, the
+# run's model card and metrics.json; how its rows are named)
+OURS_ALL = {"gop": [(RESULTS / "gop-minilm-2ep", "fine-tuned on all labels, 2 epochs"),
+                    (RESULTS / "gop-minilm-2ep-b32" / "lr-2e-5", "fine-tuned on all labels, 2 epochs, 32 a batch, lr 2e-5"),
+                    (RESULTS / "gop-minilm-2ep-b32" / "lr-5e-5", "fine-tuned on all labels, 2 epochs, 32 a batch, lr 5e-5")],
+            "tse": [(RESULTS / "tse-minilm-2ep-b32", "fine-tuned on all labels, 2 epochs, 32 a batch")]}
 
 
-def quoted_all_labels(train_path: Path) -> dict:
-    """Our 2-epoch fine-tune on all labels (its end-to-end model and heads), from its recorded `compare`
-    report, if it was trained on this very training file (sha256 in its model card); else {}."""
+def quoted_all_labels(train_path: Path, data: str = "gop") -> dict:
+    """Our fine-tunes on all labels (their end-to-end models and heads), from their recorded `compare`
+    reports, each if it was trained on this very training file (sha256 in its model card)."""
     import re
 
     from fileio import sha256_file
 
-    card = (OURS_ALL / "model_card.md").read_text()
-    trained = re.search(r"- train: `[^`]*` \((\d+) rows, sha256 `([0-9a-f]{64})`\)", card)
-    if not trained or trained.group(2) != sha256_file(train_path):
-        return {}
-    report = json.loads((OURS_ALL / "results.json").read_text())
-    train_s = json.loads((OURS_ALL / "metrics.json").read_text())["train_seconds"]
     out = {}
-    for m in report["methods"]:
-        if m["kind"] in ("e2e", "head"):
-            name = "end-to-end" if m["kind"] == "e2e" else m["name"].split(" (")[0]
-            out[f"ours: {name} on MiniLM fine-tuned on all labels, 2 epochs (cls; quoted)"] = {
-                "acc": m["all"]["accuracy"], "acc_novel": m["novel"]["accuracy"], "f1": m["all"]["macro_f1"],
-                "train_s": train_s + (m.get("fit_seconds") or 0 if m["kind"] == "head" else 0),
-                "pred_per_s": m.get("predictions_per_second")}
+    for folder, how in OURS_ALL.get(data, []):
+        if not (folder / "results.json").exists():
+            continue
+        card = (folder / "model_card.md").read_text()
+        trained = re.search(r"- train: `[^`]*` \((\d+) rows, sha256 `([0-9a-f]{64})`\)", card)
+        if not trained or trained.group(2) != sha256_file(train_path):
+            continue
+        report = json.loads((folder / "results.json").read_text())
+        train_s = json.loads((folder / "metrics.json").read_text())["train_seconds"]
+        for m in report["methods"]:
+            if m["kind"] in ("e2e", "head"):
+                name = "end-to-end" if m["kind"] == "e2e" else m["name"].split(" (")[0]
+                out[f"ours: {name} on MiniLM {how} (cls; quoted)"] = {
+                    "acc": m["all"]["accuracy"], "acc_novel": m["novel"]["accuracy"], "f1": m["all"]["macro_f1"],
+                    "train_s": train_s + (m.get("fit_seconds") or 0 if m["kind"] == "head" else 0),
+                    "pred_per_s": m.get("predictions_per_second"), "quoted_from": str(folder.relative_to(common.REPO))}
     return out
-METHODS = ("setfit", "frozen", "finetune", "contrastive", "contrastive-mean", "contrastive-mean-80")
+METHODS = ("setfit", "frozen", "finetune", "contrastive", "contrastive-mean", "contrastive-mean-80",
+           "contrastive-balanced")
 # method: (FinetuneConfig values over FEW_ROWS_RECIPE, how its rows are named)
 TUNED = {"finetune": ({"objective": "classify"}, "fine-tuned on the sample"),
          "contrastive": ({"objective": "contrastive"}, "fine-tuned contrastively on the sample"),
@@ -207,7 +220,12 @@ TUNED = {"finetune": ({"objective": "classify"}, "fine-tuned on the sample"),
                               "fine-tuned contrastively on the sample, 32 a batch"),
          # the same with all of SetFit's text passes (80 a labelled tweet), where SetFit led at 128 per class
          "contrastive-mean-80": ({"objective": "contrastive", "pooling": "mean", "train_batch_size": 32, "epochs": 80},
-                                 "fine-tuned contrastively on the sample, 32 a batch, 80 epochs")}
+                                 "fine-tuned contrastively on the sample, 32 a batch, 80 epochs"),
+         # and SetFit's pair mix and schedule: positive and negative pairs weigh half each, 10% warm-up
+         "contrastive-balanced": ({"objective": "contrastive", "pooling": "mean", "train_batch_size": 32, "epochs": 80,
+                                   "pairs": "balanced", "warmup_ratio": 0.1},
+                                  "fine-tuned contrastively on the sample, 32 a batch, 80 epochs, balanced pairs, "
+                                  "10% warm-up")}
 
 
 def _done(log: Path) -> dict:
@@ -216,32 +234,6 @@ def _done(log: Path) -> dict:
         return {}
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     return {(r["method"], r["per_class"], r["seed"]): r for r in rows}
-
-
-def data_files(data: str, work: Path) -> tuple[Path, Path, str]:
-    """``(train, eval, description)`` for ``--data``: files under ``work`` with a ``sentiment`` column."""
-    from embed.data import read_table, write_table
-    from embed.split import SplitConfig, split_file
-
-    split = work / "split"
-    if data == "gop":
-        if not (split / "eval.csv").exists():
-            split_file(common.gop_csv(), split, SplitConfig(eval_fraction=0.2, seed=42))
-        return split / "train.csv", split / "eval.csv", "GOP 80/20 split"
-    if data != "tse":
-        raise SystemExit(f"--data must be gop or tse, got {data!r}")
-    folder = common.gop_csv().parents[1] / "tweet_sentiment_extraction"
-    dropped = {}
-    for name in ("train", "test"):  # read each time, so a rerun's note counts the same rows
-        table = read_table(folder / f"{name}.csv").select(["text", "sentiment"])
-        texts = table.column("text").to_pylist()
-        keep = [i for i, t in enumerate(texts) if t is not None and t.strip()]
-        dropped[name] = len(texts) - len(keep)
-        if not (split / f"{name}.csv").exists():
-            write_table(table.take(keep), split / f"{name}.csv")
-    note = ", ".join(f"{n} empty text(s) left out of {k}.csv" for k, n in dropped.items() if n)
-    return split / "train.csv", split / "test.csv", "tweet_sentiment_extraction train -> test" + (
-        f" ({note})" if note else "")
 
 
 def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | None = None, methods=METHODS,
@@ -260,7 +252,7 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
     if data != "gop":  # every file of another data set in its own folder (split, samples, cache, results)
         work = work / data
         work.mkdir(parents=True, exist_ok=True)
-    train_path, eval_path, described = data_files(data, work)
+    train_path, eval_path, described = common.peer_data_files(data, work)
     train = load_texts(train_path, "text", "sentiment")
     evals = load_texts(eval_path, "text", "sentiment")
     y, gold = np.asarray(train.labels), np.asarray(evals.labels)
@@ -328,7 +320,7 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
                     predict_s = time.perf_counter() - started
                     results.setdefault((f"ours: {name} on frozen MiniLM ({pooling})", per_class), []).append(
                         {**metrics(pred, gold, novel), "train_s": fit_s, "pred_per_s": len(Xe) / predict_s})
-    quoted = quoted_all_labels(train_path) if "all" in sizes and data == "gop" else {}
+    quoted = quoted_all_labels(train_path, data) if "all" in sizes else {}
     for label, result in quoted.items():
         results[(label, "all")] = [result]
     majority_label = max(set(gold.tolist()), key=gold.tolist().count)
@@ -390,19 +382,25 @@ def run(quick: bool = False, sizes=(8, 32, 128), seeds=(0, 1, 2), work: Path | N
     if "contrastive-mean-80" in methods:
         table.notes.append(
             "80 epochs: the same recipe with `--epochs 80`, SetFit's full text passes (80 a labelled tweet).")
+    if "contrastive-balanced" in methods:
+        table.notes.append(
+            "Balanced pairs, 10% warm-up: the 80-epoch recipe with `--pairs balanced --warmup-ratio 0.1`: positive "
+            "and negative pairs weigh half each in the loss (SetFit's sampler draws one of each at a time; all "
+            "in-batch pairs of 3 classes are about two thirds negative), and SetFit's warm-up share.")
     if "all" in sizes:
         steps = int(np.ceil(len(y) * ALL_LABELS_STEPS))
         table.notes.append(
             f"All labels ({len(y):,} training rows): SetFit with one pair iteration (2 pairs a row) stopped at "
             f"{steps} steps of 16 pairs ({steps * 32:,} text passes), our 2-epoch fine-tune's budget "
             f"({2 * len(y):,} text passes in batches of 8); the rest SetFit's defaults. "
-            + ("Our fine-tuned rows are quoted from `bench/results/gop-minilm-2ep` (`finetune --lr 2e-5 --epochs 2` "
-               "on this same training file, checked by sha256, then `compare`): 'train s' is its training steps "
-               "(plus the head's fit) and 'predictions/s' the classifier on cached vectors."
-               if quoted else "Our 2-epoch fine-tune is not quoted here (only for the GOP split)."))
-    if data != "gop" or "all" not in sizes:
-        table.notes.append("Not measured in this run: all labels with a matched step budget"
-                           + (" (`--sizes all`)." if data == "gop" else " (GOP only)."))
+            + (("Our fine-tuned rows are quoted from "
+                + ", ".join(sorted({f"`{r['quoted_from']}`" for r in quoted.values()}))
+                + " (`finetune --epochs 2` on this same training file, checked by sha256, then `compare`; each "
+                "folder's commands.sh or model card has the rest of its recipe): 'train s' is its training steps "
+                "(plus the head's fit) and 'predictions/s' the classifier on cached vectors.")
+               if quoted else "No fine-tune of ours on this training file is recorded to quote."))
+    if "all" not in sizes:
+        table.notes.append("Not measured in this run: all labels with a matched step budget (`--sizes all`).")
     return [table], results
 
 

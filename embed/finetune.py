@@ -58,6 +58,7 @@ class FinetuneConfig:
     adam_epsilon: float = 1e-8
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    warmup_ratio: float = 0.0  # warm-up as a share of the steps (SetFit: 0.1), used when warmup_steps is 0
     epochs: float = 20
     max_steps: int | None = None
     max_train_rows: int | None = None
@@ -65,6 +66,7 @@ class FinetuneConfig:
     dropout: float = 0.2
     objective: str = "classify"  # classify: cross-entropy through the head (the card's); or contrastive
     pooling: str = "cls"  # cls: the first token (the card's); or mean of the tokens
+    pairs: str = "all"  # contrastive: all (every in-batch pair, mean) or balanced (positives and negatives weigh half each)
     group_by_length: bool = True
     normalize: bool = True
     text_col: str = "text"
@@ -101,17 +103,28 @@ def _amp_dtype(torch, precision: str, device: str):
 
 
 OBJECTIVES = ("classify", "contrastive")
+PAIRS = ("all", "balanced")
 EPOCH_SAVE_SECONDS = 60.0  # an epoch's end checkpoints only when the last checkpoint is this old
 
 
-def _pair_loss(torch, cls, target):
-    """SetFit's CosineSimilarityLoss over every pair in the batch: cos(a, b) regressed to 1 (same label) or 0."""
+def _pair_loss(torch, cls, target, pairs: str = "all"):
+    """SetFit's CosineSimilarityLoss over every pair in the batch: cos(a, b) regressed to 1 (same label) or 0.
+
+    ``pairs="all"``: the mean over every pair (at 3 balanced classes about a third are positive).
+    ``"balanced"``: the mean over the positive pairs and the mean over the negative ones, half each, the
+    mix SetFit's sampler draws (one positive and one negative pair a sentence and iteration); a batch
+    with only one kind of pair falls back to that kind's mean.
+    """
     if len(target) < 2:
         return cls.sum() * 0.0  # a last batch of one row has no pair
     z = torch.nn.functional.normalize(cls, dim=1)
     i, j = torch.triu_indices(len(target), len(target), 1, device=cls.device)
     same = (target[i] == target[j]).float()
-    return torch.nn.functional.mse_loss((z[i] * z[j]).sum(1), same)
+    errors = ((z[i] * z[j]).sum(1) - same) ** 2
+    if pairs == "all":
+        return errors.mean()
+    kinds = [errors[same == k].mean() for k in (1.0, 0.0) if bool((same == k).any())]
+    return sum(kinds) / len(kinds)
 
 
 class Interrupted(TweetheadsError):
@@ -158,6 +171,11 @@ class _Trainer:
         self.torch, self.config, self.run_dir = torch, config, run_dir
         if config.objective not in OBJECTIVES:
             raise TweetheadsError(f"objective {config.objective!r}: expected one of {', '.join(OBJECTIVES)}")
+        if config.pairs not in PAIRS:
+            raise TweetheadsError(f"pairs {config.pairs!r}: expected one of {', '.join(PAIRS)}")
+        if not 0.0 <= config.warmup_ratio < 1.0:
+            raise TweetheadsError(f"warmup_ratio {config.warmup_ratio}: expected a share of the steps in [0, 1), "
+                                  "e.g. 0.1 (SetFit's)")
         if config.pooling not in POOLINGS:
             raise TweetheadsError(f"pooling {config.pooling!r}: expected one of {', '.join(POOLINGS)}")
         self.device = pick_device(config.device)
@@ -190,7 +208,8 @@ class _Trainer:
             self.optimizer = torch.optim.AdamW(params, **adam)
         # linear decay to 0 at the last step (max_steps, when given, sets the horizon as in HF Trainer)
         end = self.total_steps
-        warm, span = config.warmup_steps, max(1, end - config.warmup_steps)
+        warm = config.warmup_steps or int(math.ceil(config.warmup_ratio * end))
+        span = max(1, end - warm)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (end - s) / span))
         self.amp_dtype = _amp_dtype(torch, config.precision, self.device)
@@ -329,7 +348,7 @@ class _Trainer:
                     target = torch.as_tensor(self.train_y[batch], device=self.device)
                     loss = torch.nn.functional.cross_entropy(logits, target)
                     if contrastive:  # the encoder learns from the pairs; the head, on stopped vectors, from its loss
-                        loss = loss + _pair_loss(torch, cls, target)
+                        loss = loss + _pair_loss(torch, cls, target, config.pairs)
                     self.optimizer.zero_grad(set_to_none=True)
                     self.scaler.scale(loss).backward()
                     self.scaler.step(self.optimizer)

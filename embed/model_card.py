@@ -47,10 +47,14 @@ def render_model_card(info: dict, metrics: dict) -> str:
     ]
     if config.get("warmup_steps"):
         lines.append(f"- lr_scheduler_warmup_steps: {config['warmup_steps']}")
+    elif config.get("warmup_ratio"):
+        lines.append(f"- lr_scheduler_warmup_ratio: {config['warmup_ratio']:g}")
     lines.append(f"- num_epochs: {config['epochs']:g}")
     if config.get("objective", "classify") != "classify":
         lines.append(f"- objective: {config['objective']} (in-batch cosine pairs for the encoder; the "
                      f"classification head on its stopped {short} vectors)")
+        if config.get("pairs", "all") != "all":
+            lines.append(f"- pairs: {config['pairs']} (positive and negative pairs weigh half each)")
     if pooling != "cls":
         lines.append(f"- pooling: {pooling} (embed the run with `--pooling auto`, the default, to get "
                      "the vectors its classifier was trained on)")

@@ -320,6 +320,60 @@ def test_pair_loss_is_setfits_cosine_loss_on_every_in_batch_pair():
     assert one.item() == 0.0 and torch.isfinite(one)  # a last batch of one row: no pair, no NaN
 
 
+def test_balanced_pairs_weigh_positive_and_negative_pairs_half_each():
+    """SetFit's sampler draws one positive and one negative pair at a time; ``pairs="balanced"`` gives the
+    two kinds equal weight however many of each a batch holds."""
+    import torch
+
+    from embed.finetune import _pair_loss
+
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    # one positive pair (error 1) and two negative ones (errors 1 and 0): all 2/3, balanced 1/2 + 1/4
+    cls, target = torch.stack([a, b, a]), torch.tensor([0, 0, 1])
+    assert _pair_loss(torch, cls, target, "all").item() == pytest.approx(2 / 3)
+    assert _pair_loss(torch, cls, target, "balanced").item() == pytest.approx(0.75)
+    # a batch of one label has positive pairs only: their mean, not NaN from an empty negative mean
+    same = _pair_loss(torch, torch.stack([a, b, a]), torch.tensor([1, 1, 1]), "balanced")
+    assert same.item() == pytest.approx(2 / 3) and torch.isfinite(same)
+
+
+def test_pairs_and_warmup_ratio_from_the_command_line(tmp_path, minilm_path, monkeypatch):
+    """``finetune --pairs balanced --warmup-ratio R`` reaches the loss and the schedule (warm-up over
+    ceil(R x steps), then linear decay to 0), and the run's card says both; bad values are refused."""
+    from click.testing import CliRunner
+
+    from cli import cli
+    from embed import finetune as finetune_module
+
+    seen = {}
+    train_loop, pair_loss = finetune_module._Trainer.train, finetune_module._pair_loss
+
+    def spy_train(self):
+        seen["lr"] = [self.scheduler.lr_lambdas[0](s) for s in range(self.total_steps)]
+        return train_loop(self)
+
+    def spy_loss(torch, cls, target, pairs="all"):
+        seen.setdefault("pairs", set()).add(pairs)
+        return pair_loss(torch, cls, target, pairs)
+
+    monkeypatch.setattr(finetune_module._Trainer, "train", spy_train)
+    monkeypatch.setattr(finetune_module, "_pair_loss", spy_loss)
+    train = write_tweets(tmp_path / "train.csv", 32, seed=5)
+    result = CliRunner().invoke(cli, [
+        "finetune", "--model", "minilm", "--train", str(train), "--out", str(tmp_path / "run"), "--epochs", "1",
+        "--lr", "1e-4", "--max-length", "32", "--precision", "fp32", "--objective", "contrastive",
+        "--pairs", "balanced", "--warmup-ratio", "0.5", "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert seen["pairs"] == {"balanced"}
+    assert seen["lr"] == pytest.approx([0.5, 1.0, 1.0, 0.5])  # 4 steps: 2 of warm-up, then down to 0
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "- lr_scheduler_warmup_ratio: 0.5" in card and "- pairs: balanced" in card
+    with pytest.raises(TweetheadsError, match="expected one of all, balanced"):
+        fine_tune(train, tmp_path / "bad", FinetuneConfig(**{**QUICK, "pairs": "hard"}))
+    with pytest.raises(TweetheadsError, match=r"expected a share of the steps in \[0, 1\)"):
+        fine_tune(train, tmp_path / "bad", FinetuneConfig(**{**QUICK, "warmup_ratio": 10}))
+
+
 def test_contrastive_objective_lowers_the_pair_loss_and_keeps_an_end_to_end_head(tmp_path, minilm_path,
                                                                                   monkeypatch):
     """SetFit's objective: on the training texts the pair loss (cosine to 1 for the same label, 0 for
