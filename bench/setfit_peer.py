@@ -210,6 +210,8 @@ def quoted_all_labels(train_path: Path, data: str = "gop") -> dict:
                     "train_s": train_s + (m.get("fit_seconds") or 0 if m["kind"] == "head" else 0),
                     "pred_per_s": m.get("predictions_per_second"), "quoted_from": str(folder.relative_to(common.REPO))}
     return out
+
+
 METHODS = ("setfit", "frozen", "finetune", "contrastive", "contrastive-mean", "contrastive-mean-80",
            "contrastive-balanced")
 # method: (FinetuneConfig values over FEW_ROWS_RECIPE, how its rows are named)
