@@ -156,7 +156,9 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
               "card's), or mean of the tokens (SetFit's, and most sentence-transformers models'). Recorded in "
               "the run; embedding it with --pooling auto pools the same way.")
 @click.option("--group-by-length/--no-group-by-length", default=_FT.group_by_length,
-              help="Length-grouped batches within shuffled mega-batches (less padding).")
+              help="Length-grouped batches within shuffled mega-batches (less padding), or batches drawn at "
+              "random each epoch. Default: grouped for --objective classify, random for contrastive (its pairs "
+              "are the batches; grouping would give a small sample the same batches every epoch).")
 @click.option("--normalize/--no-normalize", default=_FT.normalize, help="Tweet normalization (@user, http).")
 @click.option("--device", default=_FT.device)
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_FT.precision,

@@ -55,6 +55,9 @@ def render_model_card(info: dict, metrics: dict) -> str:
                      f"classification head on its stopped {short} vectors)")
         if config.get("pairs", "all") != "all":
             lines.append(f"- pairs: {config['pairs']} (positive and negative pairs weigh half each)")
+    if "group_by_length" in config:  # HF cards say group_by_length; ours adds what it means for the batches
+        lines.append("- batches: " + ("grouped by length within shuffled windows (group_by_length)"
+                                      if config["group_by_length"] else "drawn at random each epoch"))
     if pooling != "cls":
         lines.append(f"- pooling: {pooling} (embed the run with `--pooling auto`, the default, to get "
                      "the vectors its classifier was trained on)")

@@ -368,6 +368,7 @@ def test_pairs_and_warmup_ratio_from_the_command_line(tmp_path, minilm_path, mon
     assert seen["lr"] == pytest.approx([0.5, 1.0, 1.0, 0.5])  # 4 steps: 2 of warm-up, then down to 0
     card = (tmp_path / "run" / "README.md").read_text()
     assert "- lr_scheduler_warmup_ratio: 0.5" in card and "- pairs: balanced" in card
+    assert "- batches: drawn at random each epoch" in card  # no --group-by-length: contrastive's default
     with pytest.raises(TweetheadsError, match="expected one of all, balanced"):
         fine_tune(train, tmp_path / "bad", FinetuneConfig(**{**QUICK, "pairs": "hard"}))
     with pytest.raises(TweetheadsError, match=r"expected a share of the steps in \[0, 1\)"):
@@ -482,3 +483,80 @@ def test_mean_pooling_run_trains_on_token_means_and_embeds_with_its_own_pooling(
     assert np.abs(seen.detach().numpy() - base["cls"].embed(few.texts)[0]).max() > 0.1
     with pytest.raises(TweetheadsError, match="pooling 'max': expected one of cls, mean"):
         fine_tune(train, tmp_path / "bad", FinetuneConfig(**{**QUICK, "pooling": "max"}))
+
+
+def test_length_grouping_gives_a_small_sample_the_same_batches_every_epoch_and_random_batches_do_not():
+    """Why contrastive runs draw random batches: a sample inside one 50-batch window is sorted by length
+    into nearly the same batches each epoch, so the pair loss meets few distinct pairs."""
+    from itertools import combinations
+
+    from embed.finetune import _batches
+
+    lengths = list(np.random.default_rng(0).integers(8, 60, size=384))
+
+    def pairs(group):
+        return {pair for epoch in range(20) for batch in _batches(lengths, 32, epoch, group)
+                for pair in combinations(sorted(batch.tolist()), 2)}
+
+    assert len(pairs(False)) > 4 * len(pairs(True))
+    for group in (True, False):  # each epoch every row once, either way
+        assert sorted(np.concatenate(_batches(lengths, 32, 3, group)).tolist()) == list(range(384))
+
+
+@pytest.mark.parametrize("objective, asked, grouped", [("classify", None, True), ("contrastive", None, False),
+                                                       ("contrastive", True, True), ("classify", False, False)])
+def test_batches_default_to_grouped_for_classify_and_random_for_contrastive(tmp_path, minilm_path, monkeypatch,
+                                                                            objective, asked, grouped):
+    from embed import finetune as finetune_module
+
+    seen = []
+    batches = finetune_module._batches
+    monkeypatch.setattr(finetune_module, "_batches",
+                        lambda lengths, size, seed, group: (seen.append(group), batches(lengths, size, seed, group))[1])
+    train = write_tweets(tmp_path / "train.csv", 16, seed=8)
+    config = FinetuneConfig(**{**QUICK, "objective": objective, "group_by_length": asked, "epochs": 1})
+    fine_tune(train, tmp_path / "run", config, cache_dir=tmp_path / "cache")
+    assert seen == [grouped]
+    assert json.loads((tmp_path / "run" / RUN_MARKER).read_text())["config"]["group_by_length"] is grouped
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert ("- batches: grouped by length" if grouped else "- batches: drawn at random each epoch") in card
+
+
+
+def test_a_resumed_run_keeps_the_batches_it_started_with(tmp_path, minilm_path, monkeypatch):
+    """A resume without --group-by-length draws the batches its checkpoint was drawing; a checkpoint written
+    before the choice was recorded was length-grouped (the only kind then), so it goes on grouped."""
+    import shutil
+
+    from embed import finetune as finetune_module
+    from embed.classifier import ClassifierHead
+
+    calls = {"n": 0}
+    original = ClassifierHead.forward
+
+    def flaky(self, cls):
+        calls["n"] += 1
+        if calls["n"] == 3 and self.training:  # Ctrl-C during step 3 of 4
+            raise KeyboardInterrupt
+        return original(self, cls)
+
+    monkeypatch.setattr(ClassifierHead, "forward", flaky)
+    train = write_tweets(tmp_path / "train.csv", 16, seed=10)
+    config = FinetuneConfig(**{**QUICK, "objective": "contrastive", "epochs": 2, "save_every": 1})
+    with pytest.raises(Interrupted):
+        fine_tune(train, tmp_path / "new", config, cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(ClassifierHead, "forward", original)
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    progress = tmp_path / "old" / "checkpoint" / "progress.json"
+    saved = json.loads(progress.read_text())
+    assert saved["group_by_length"] is False  # the contrastive default, recorded with the checkpoint
+    del saved["group_by_length"]
+    progress.write_text(json.dumps(saved))
+    batches = finetune_module._batches
+    for run, grouped in (("new", False), ("old", True)):
+        seen = []
+        monkeypatch.setattr(finetune_module, "_batches",
+                            lambda lengths, size, seed, group: (seen.append(group), batches(lengths, size, seed, group))[1])
+        fine_tune(train, tmp_path / run, config, resume=True, cache_dir=tmp_path / "cache")
+        assert seen == [grouped], run
+        assert json.loads((tmp_path / run / RUN_MARKER).read_text())["config"]["group_by_length"] is grouped
