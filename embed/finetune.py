@@ -7,7 +7,7 @@ linear decay with no warm-up, 20 epochs, evaluation every epoch). Batches are pa
 Hugging Face's ``group_by_length`` does, so a CPU run wastes little time on padding. The contrastive
 objective draws its batches at random each epoch instead: its pairs are the batches, and a sample
 smaller than one mega-batch would be sorted into nearly the same batches every epoch (384 rows at 32 a
-batch: 8,296 distinct pairs over 80 epochs against 73,442). On a GPU the forward pass
+batch: about 11,500 distinct pairs over 80 epochs against 73,440). On a GPU the forward pass
 runs under autocast (bf16 where supported, else fp16 with a grad scaler).
 
 ``objective="contrastive"`` trains the encoder as SetFit trains its body, for a few labelled rows:
