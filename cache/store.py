@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import sqlite3
+import time
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -68,6 +69,24 @@ class StoreInfo:
     bytes: int
 
 
+def _use_wal(db: sqlite3.Connection, wait: float = 60.0) -> None:
+    """Put the index in WAL mode, a property of the file that the first opener sets for all.
+
+    Switching needs an exclusive lock, and where several processes open a new store at once SQLite may answer
+    "database is locked" at once rather than wait (its busy handler is skipped where waiting could deadlock); so
+    a busy answer is retried for up to ``wait`` seconds, and a file already in WAL mode is left as it is.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not any(word in str(exc).lower() for word in ("locked", "busy")) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
 class EmbeddingStore:
     """Dict-like access to the vectors of one model fingerprint under ``root``."""
 
@@ -98,7 +117,7 @@ class EmbeddingStore:
                 write_atomic(meta_path, json.dumps({"fingerprint": fingerprint, "dim": self.dim,
                                                     "description": description or {}}, indent=2), unique=True)
             self._db = sqlite3.connect(self.path / "index.sqlite", timeout=60, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:

@@ -205,6 +205,38 @@ def test_kill_9_mid_write_leaves_a_readable_store(tmp_path, seed):
     assert _check_store(tmp_path / "store", 6000) >= 6000
 
 
+def test_switching_a_busy_index_to_wal_waits_for_the_other_connection(tmp_path):
+    """Several processes opening a new store at once: switching the file to WAL needs an exclusive lock, and
+    SQLite can answer "database is locked" instead of waiting; the store retries until the other connection
+    lets go (here after 0.5 s, with SQLite's own wait cut to 0.05 s), and gives up after its wait."""
+    import sqlite3
+    import threading
+
+    from cache.store import _use_wal
+
+    def held(path):
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("CREATE TABLE t (x)")
+        holder.execute("BEGIN")
+        holder.execute("SELECT * FROM t").fetchall()  # a read transaction: a shared lock on the rollback journal
+        return holder
+
+    holder = held(tmp_path / "a.sqlite")
+    timer = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    timer.start()
+    db = sqlite3.connect(tmp_path / "a.sqlite", timeout=0.05, isolation_level=None)
+    _use_wal(db, wait=30)
+    timer.join()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    _use_wal(db, wait=0)  # already WAL: nothing to switch, no lock needed
+    held_on = held(tmp_path / "b.sqlite")
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _use_wal(sqlite3.connect(tmp_path / "b.sqlite", timeout=0.05, isolation_level=None), wait=0.3)
+    assert 0.3 <= time.monotonic() - started < 5
+    held_on.close()
+
+
 def test_concurrent_writers_with_overlapping_texts(tmp_path):
     procs = [_writer(tmp_path, start, 3000, 250) for start in (0, 1000, 2000, 0)]
     for proc in procs:
