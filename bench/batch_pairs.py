@@ -5,8 +5,8 @@ learns from. ``finetune`` groups batches by length within shuffled windows of 50
 Trainer's ``group_by_length`` does); a sample smaller than one window is then sorted into nearly the
 same batches every epoch. This counts, for the few-labels samples of ``setfit_peer.py`` (the same
 stratified rows, MiniLM's tokenizer on the normalized texts, ``finetune``'s own ``_batches`` with the
-run's seed), the distinct in-batch pairs over all epochs both ways, and SetFit's (``num_iterations``
-times 2 pairs a text, each drawn once). No timing: counts only, a few seconds.
+run's seed), the distinct in-batch pairs over all epochs both ways, and the pairs SetFit draws
+(``num_iterations`` times 2 a text). No timing: counts only, a few seconds.
 
     python bench/batch_pairs.py                       # GOP, 128 per class, seeds 0-2, 32 a batch, 80 epochs
     python bench/batch_pairs.py --per-class 32 --epochs 40

@@ -87,6 +87,7 @@ def _use_wal(db: sqlite3.Connection, wait: float = 60.0) -> None:
                 raise
             time.sleep(0.05)
 
+
 class EmbeddingStore:
     """Dict-like access to the vectors of one model fingerprint under ``root``."""
 

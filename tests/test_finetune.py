@@ -503,16 +503,21 @@ def test_length_grouping_gives_a_small_sample_the_same_batches_every_epoch_and_r
         assert sorted(np.concatenate(_batches(lengths, 32, 3, group)).tolist()) == list(range(384))
 
 
+def _spy_batches(monkeypatch) -> list:
+    """The ``group_by_length`` of each ``_batches`` call from here on (one call an epoch), in order."""
+    from embed import finetune as finetune_module
+
+    seen, batches = [], finetune_module._batches
+    monkeypatch.setattr(finetune_module, "_batches",
+                        lambda lengths, size, seed, group: (seen.append(group), batches(lengths, size, seed, group))[1])
+    return seen
+
+
 @pytest.mark.parametrize("objective, asked, grouped", [("classify", None, True), ("contrastive", None, False),
                                                        ("contrastive", True, True), ("classify", False, False)])
 def test_batches_default_to_grouped_for_classify_and_random_for_contrastive(tmp_path, minilm_path, monkeypatch,
                                                                             objective, asked, grouped):
-    from embed import finetune as finetune_module
-
-    seen = []
-    batches = finetune_module._batches
-    monkeypatch.setattr(finetune_module, "_batches",
-                        lambda lengths, size, seed, group: (seen.append(group), batches(lengths, size, seed, group))[1])
+    seen = _spy_batches(monkeypatch)
     train = write_tweets(tmp_path / "train.csv", 16, seed=8)
     config = FinetuneConfig(**{**QUICK, "objective": objective, "group_by_length": asked, "epochs": 1})
     fine_tune(train, tmp_path / "run", config, cache_dir=tmp_path / "cache")
@@ -522,13 +527,11 @@ def test_batches_default_to_grouped_for_classify_and_random_for_contrastive(tmp_
     assert ("- batches: grouped by length" if grouped else "- batches: drawn at random each epoch") in card
 
 
-
 def test_a_resumed_run_keeps_the_batches_it_started_with(tmp_path, minilm_path, monkeypatch):
     """A resume without --group-by-length draws the batches its checkpoint was drawing; a checkpoint written
     before the choice was recorded was length-grouped (the only kind then), so it goes on grouped."""
     import shutil
 
-    from embed import finetune as finetune_module
     from embed.classifier import ClassifierHead
 
     calls = {"n": 0}
@@ -552,11 +555,9 @@ def test_a_resumed_run_keeps_the_batches_it_started_with(tmp_path, minilm_path, 
     assert saved["group_by_length"] is False  # the contrastive default, recorded with the checkpoint
     del saved["group_by_length"]
     progress.write_text(json.dumps(saved))
-    batches = finetune_module._batches
+    seen = _spy_batches(monkeypatch)
     for run, grouped in (("new", False), ("old", True)):
-        seen = []
-        monkeypatch.setattr(finetune_module, "_batches",
-                            lambda lengths, size, seed, group: (seen.append(group), batches(lengths, size, seed, group))[1])
+        seen.clear()
         fine_tune(train, tmp_path / run, config, resume=True, cache_dir=tmp_path / "cache")
         assert seen == [grouped], run
         assert json.loads((tmp_path / run / RUN_MARKER).read_text())["config"]["group_by_length"] is grouped
