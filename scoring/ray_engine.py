@@ -60,7 +60,8 @@ from fileio import atomic_path, fsync_dir, write_atomic
 
 from .gold import GoldTally
 from .output import REJECT_COLUMNS, RowFormatter, csv_bytes, reject_rows
-from .predict import Truncation, load_classifier, predict_texts
+from .predict import load_classifier
+from .predictor import CheckedHead, Predictor
 from .reader import iter_chunks
 
 MANIFEST = "manifest.json"
@@ -131,16 +132,16 @@ class ChunkWriter:
         from embed.encoder import Embedder
 
         self.spec = spec
-        self.embedder = Embedder(**spec.embedder_params)
-        self.classifier = load_classifier(spec.head_spec)
-        self.truncation = Truncation(self.embedder)
+        # the driver's prepare checked the head against the model: the actor only rebuilds both
+        self.predictor = Predictor(Embedder(**spec.embedder_params),
+                                   CheckedHead(load_classifier(spec.head_spec), spec.head_spec, "", ""))
         self.node = ray.get_runtime_context().get_node_id()
         self.folder = Path(spec.folder)
 
     def __call__(self, row: dict) -> dict:
         chunk = row["payload"]
         file, spec = int(row["file"]), self.spec
-        proba, truncated, encoded = predict_texts(self.embedder, self.classifier, self.truncation, chunk.texts)
+        proba, truncated, encoded = self.predictor.predict_counted(chunk.texts)
         picked = np.argmax(proba, axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
         name = part_name(file, chunk.index)
         if chunk.rows:

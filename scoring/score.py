@@ -51,11 +51,12 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import numpy as np
 
 from embed.data import file_format
-from embed.errors import DataError, ModelError
+from embed.errors import DataError
 
 from .gold import GoldTally
 from .output import REJECT_COLUMNS, CsvOutput, ParquetOutput, Progress, RowFormatter, reject_rows, sibling
-from .predict import E2E, Classifier, Truncation, predict_texts
+from .predict import E2E, Classifier
+from .predictor import Predictor, load_checked
 from .ray_engine import PART_FORMATS
 from .reader import Chunk, check_inputs, expand_inputs, iter_chunks, name_list
 
@@ -65,8 +66,6 @@ if TYPE_CHECKING:
 ENGINES = ("local", "ray")
 _FILES_SHOWN = 10
 _OUTPUT_SUFFIXES = {".csv.gz": "csv", ".csv": "csv", ".parquet": "parquet"}
-_SETTINGS = {"pooling": "--pooling", "max_length": "--max-length", "precision": "--precision", "backend": "--backend",
-             "normalization": None}
 
 
 @dataclass(frozen=True)
@@ -145,6 +144,7 @@ class Plan:
     head_id: str
     identity: str
     label_col: str | None = None  # the gold column scored against, None: no accuracy
+    predictor: Predictor | None = None  # embedder + checked classifier: what the local engine calls per chunk
 
 
 def score_files(inputs: Iterable[str | Path] | str | Path, output: str | Path, model, head: str | Path,
@@ -227,9 +227,8 @@ def _score_on_ray(plan: Plan, config: ScoreConfig) -> ScoreSummary:
 
 
 def _local_predictions(chunks: Iterator[Chunk], plan: Plan):
-    truncation = Truncation(plan.embedder)
     for chunk in chunks:
-        proba, truncated, _ = predict_texts(plan.embedder, plan.classifier, truncation, chunk.texts)
+        proba, truncated, _ = plan.predictor.predict_counted(chunk.texts)
         yield chunk, proba, truncated
 
 
@@ -260,7 +259,8 @@ def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
         require_ray()
     embedder = model if isinstance(model, Embedder) else Embedder(str(model))
     encoder = embedder.load()
-    classifier, head_spec, head_id, head_digest = _load_checked(head, embedder)
+    checked = load_checked(head, embedder)
+    classifier, head_spec, head_id, head_digest = checked.classifier, checked.spec, checked.head_id, checked.digest
     label_col = _gold_column(config.label_col, head_spec, classifier, paths, headers)
     added = added_columns(classifier.classes_, config.prefix)
     clash = [name for name in kept if name in added]
@@ -279,7 +279,7 @@ def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return Plan(paths, output, rejects, kept, kept + added, embedder, classifier, head_spec, model_id, head_id,
-                digest, label_col)
+                digest, label_col, Predictor(embedder, checked))
 
 
 def trained_label_column(head_spec: tuple[str, str], classifier) -> str | None:
@@ -378,59 +378,6 @@ def _kept_columns(paths: list[Path], headers: dict[Path, list[str]], keep_cols) 
             raise DataError(f"{path}: no column(s) {name_list(missing)} for --keep-cols; columns "
                             f"found: {name_list(headers[path])}")
     return keep
-
-
-def _load_checked(head, embedder):
-    """``(classifier, head_spec, head_id, digest of its files)``; raises if it does not fit the model."""
-    encoder = embedder.load()
-    if str(head) == E2E:
-        return _end_to_end(embedder)
-    from heads import HeadError, load_head
-    from heads.base import CONFIG_NAME, warn_accepted
-
-    folder = Path(head)
-    classifier = load_head(folder)
-    try:
-        measured = classifier.check_fingerprint(encoder.fingerprint, encoder.description,
-                                                embed=lambda texts: embedder.embed(texts)[0])
-    except HeadError as exc:
-        raise HeadError(f"{folder}: {exc}{_settings_hint(classifier.model_, encoder.description)}") from None
-    if measured:
-        warn_accepted(folder, measured)
-    digest = hashlib.sha256((folder / CONFIG_NAME).read_bytes()).hexdigest()  # it holds every file's sha256
-    return classifier, ("head", str(folder.resolve())), f"{classifier.name}@{folder}", digest
-
-
-def _settings_hint(trained: dict | None, now: dict) -> str:
-    from heads.base import backend_of
-
-    trained = dict(trained or {})
-    if trained:
-        trained["backend"] = backend_of(trained)
-    differ = [key for key in _SETTINGS if key in trained and trained[key] != now.get(key)]
-    if not differ:
-        return ""
-    said = ", ".join(f"{key} {trained[key]!r} (this run: {now.get(key)!r})" for key in differ)
-    fixes = " ".join(f"{_SETTINGS[key]} {trained[key]}" for key in differ if _SETTINGS[key])
-    return f" The head was trained with {said}" + (f"; rerun with {fixes}." if fixes else ".")
-
-
-def _end_to_end(embedder):
-    from embed.runs import CLASSIFIER_FILE, EndToEndClassifier
-
-    encoder = embedder.load()
-    if encoder.source.kind != "run":
-        raise ModelError(
-            f"--head e2e scores with a fine-tuned run's own classifier, so --model must be a run folder "
-            f"written by `finetune`; {embedder.model!r} is not one (it is {encoder.source.path}). Pass "
-            "--model RUN_DIR, or --head HEAD_DIR for a trained head")
-    run_dir = encoder.source.run_dir
-    classifier = EndToEndClassifier(run_dir)
-    classifier.check_vectors(encoder.description)
-    digest = hashlib.sha256()
-    for name in (CLASSIFIER_FILE, "labels.json"):
-        digest.update((run_dir / name).read_bytes())
-    return classifier, (E2E, str(Path(run_dir).resolve())), f"e2e@{run_dir}", digest.hexdigest()
 
 
 def _estimate_rows(paths: list[Path]) -> int | None:

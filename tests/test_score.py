@@ -178,7 +178,7 @@ def crash_on_call(n: int, real):
 
 @pytest.mark.parametrize("name", ["out.csv", "out.csv.gz", "out.parquet"])
 def test_crash_then_rerun_resumes_byte_identical(shared, tmp_path, monkeypatch, name):
-    import scoring.score as module
+    import scoring.predictor as module
 
     source = tweets_with_rejects(tmp_path / "in.csv", 300)
     config = ScoreConfig(chunk_rows=40, keep_cols=("id", "text"))
@@ -444,7 +444,7 @@ def test_head_trained_by_train_head_scores_against_its_own_label_column(shared, 
 
 
 def test_gold_tally_survives_a_crash_and_resume(shared, tmp_path, monkeypatch):
-    import scoring.score as module
+    import scoring.predictor as module
 
     source = _labelled(tmp_path / "in.csv", shared["rows"] * 2, "label", [("ok", "Mixed")])
     config = ScoreConfig(chunk_rows=30, label_col="label")
