@@ -422,6 +422,91 @@ def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, r
     click.echo(summary.line())
 
 
+def _predict_texts(texts: tuple[str, ...], input_path: Path | None, text_col: str) -> tuple[list[str], list[str]]:
+    """The texts to classify and where each came from (for an error naming it): arguments, ``-`` (stdin
+    lines) or a file's ``text_col``."""
+    if input_path is not None:
+        if texts:
+            raise click.UsageError("pass texts as arguments or --input FILE, not both")
+        from embed.data import load_texts
+
+        table = load_texts(input_path, text_col)  # names the rows of empty cells
+        return table.texts, [f"{input_path} data row {i + 1}" for i in range(len(table.texts))]
+    if not texts:
+        raise click.UsageError("give texts to classify as arguments, - to read one per line from stdin, "
+                               "or --input FILE")
+    out, where = [], []
+    for n, text in enumerate(texts, 1):
+        if text == "-":
+            lines = sys.stdin.read().splitlines()
+            out += lines
+            where += [f"stdin line {i}" for i in range(1, len(lines) + 1)]
+        else:
+            out.append(text)
+            where.append(f"argument {n}")
+    for text, place in zip(out, where):
+        if not text.strip():
+            raise click.ClickException(f"{place} is empty: there is nothing to classify; remove it or give it a text")
+    if not out:
+        raise click.ClickException("no texts on stdin: give one text per line")
+    return out, where
+
+
+def _print_table(texts: list[str], labels, proba, classes) -> None:
+    import shutil
+
+    width = shutil.get_terminal_size((100, 20)).columns
+    label_w = max([len("label")] + [len(str(c)) for c in classes])
+    room = max(20, width - label_w - 10)
+    click.echo(f"{'label':<{label_w}}  {'proba':>5}  text")
+    for text, label, row in zip(texts, labels, proba):
+        shown = " ".join(text.split())
+        shown = shown if len(shown) <= room else shown[: room - 1] + "…"
+        click.echo(f"{str(label):<{label_w}}  {row.max():5.3f}  {shown}")
+
+
+@cli.command()
+@click.argument("texts", nargs=-1)
+@click.option("--model", required=True, help="Alias (minilm, mpnet), hub id, model folder or run folder.")
+@click.option("--head", default=None, help="Head folder, or e2e for a run's own classifier [default: e2e when "
+                                           "--model is a run folder].")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Read the texts from this CSV/TSV/JSONL/Parquet file's --text-col (for big files use score).")
+@text_col_option
+@click.option("--json/--table", "as_json", default=None,
+              help="JSONL, one {text, label, proba, truncated} per text, or a table [default: a table on a "
+                   "terminal, JSONL when piped].")
+@_embed_options
+@cache_dir_option
+def predict(texts, model, head, input_path, text_col, as_json, pooling, max_length, batch_size, device, precision,
+            backend, cache_dir):
+    """Classify TEXTS (arguments; - reads one per line from stdin) with a head on its model.
+
+    Vectors come from the embedding cache where a text was seen before. A head trained on another
+    model (or with other settings) is refused, as score refuses it.
+    """
+    import json
+
+    from scoring.predictor import Predictor
+
+    texts, _ = _predict_texts(texts, input_path, text_col)
+    _quiet_transformers()
+    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir, progress=False)
+    predictor = Predictor.load(embedder, head)
+    proba, truncated = predictor.predict_details(texts)
+    classes = predictor.classes_
+    labels = classes[proba.argmax(axis=1)]
+    if as_json is None:
+        as_json = not sys.stdout.isatty()
+    if not as_json:
+        _print_table(texts, labels, proba, classes)
+        return
+    names = classes.tolist()
+    for text, label, row, cut in zip(texts, labels.tolist(), proba, truncated.tolist()):
+        click.echo(json.dumps({"text": text, "label": label, "proba": dict(zip(names, row.tolist())),
+                               "truncated": cut}, ensure_ascii=False))
+
+
 def main() -> None:
     cli(prog_name="tweetheads")
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import csv
 import gc
 import os
+import platform
 import random
+import subprocess
 import shutil
 import sys
 import tempfile
@@ -29,6 +31,36 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SEED = 42
+FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+         "amx_bf16", "amx_int8")
+
+
+def _cpu() -> tuple[str, list[str]]:
+    model, flags = platform.processor() or "unknown", []
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "Model name":
+                model = value.strip()
+            elif key.strip() == "Flags":
+                flags = value.split()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return model, flags
+
+
+def cpu_summary() -> str:
+    """The CPU and its vector units in a few words, for each section's stamp (the machines change)."""
+    model, flags = _cpu()
+    units = [f for f in FLAGS if f in flags]
+    return f"{model}, {os.cpu_count()} cores ({', '.join(units) or 'no listed vector units'}; no amx)" \
+        if not any(f.startswith("amx") for f in units) else f"{model}, {os.cpu_count()} cores ({', '.join(units)})"
+
+
+def cpu_header() -> str:
+    """The first sentence of a benchmark table: the CPU it ran on (the machines change between sessions)."""
+    return f"CPU: {cpu_summary()}."
 
 
 # -- data ---------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (puts the repo root on sys.path, sets HF_HUB_OFFLINE=1)
+from common import FLAGS, _cpu, cpu_summary  # noqa: E402
 
 BENCHMARKS = {  # module -> section title, in run order
     "embed_speed": "Embedding",
@@ -43,9 +44,6 @@ BENCHMARKS = {  # module -> section title, in run order
 }
 REPORTS = {"card_report", "gpu_report"}  # render saved results; they measure nothing on this machine
 OUTPUT = common.REPO / "BENCHMARKS.md"
-FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
-         "amx_bf16", "amx_int8")
-
 TEMPLATE = """# Benchmarks
 
 Every number here was measured by `python bench/run.py` (or by the command named in its section)
@@ -148,29 +146,6 @@ def write_section(name: str, body: str) -> None:
     tmp = OUTPUT.with_name(OUTPUT.name + ".tmp")
     tmp.write_text(document)
     os.replace(tmp, OUTPUT)
-
-
-def _cpu() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or "unknown", []
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "Model name":
-                model = value.strip()
-            elif key.strip() == "Flags":
-                flags = value.split()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return model, flags
-
-
-def cpu_summary() -> str:
-    """The CPU and its vector units in a few words, for each section's stamp (the machines change)."""
-    model, flags = _cpu()
-    units = [f for f in FLAGS if f in flags]
-    return f"{model}, {os.cpu_count()} cores ({', '.join(units) or 'no listed vector units'}; no amx)" \
-        if not any(f.startswith("amx") for f in units) else f"{model}, {os.cpu_count()} cores ({', '.join(units)})"
 
 
 def header(command: str, quick: bool, started: str, load: tuple) -> str:

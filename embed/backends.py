@@ -198,6 +198,8 @@ def load_or_export(load_model, tokenizer, pooling: str, folder: Path | None, con
     """The OpenVINO model from ``folder/model.xml``, exporting it there first if it is not yet written.
 
     ``converted``: a model this process already converted (written to ``folder`` if it lacks one).
+    ``tokenizer`` (transformers', for the example input of the trace) may be a function that loads it:
+    only a conversion needs it.
     ``folder=None`` (no cache): converted in memory. The export is written to a temporary folder and
     renamed into place, so a killed export leaves nothing half-written to load.
     """
@@ -209,7 +211,7 @@ def load_or_export(load_model, tokenizer, pooling: str, folder: Path | None, con
         except RuntimeError:  # damaged: export it again below
             shutil.rmtree(folder, ignore_errors=True)
     if converted is None:
-        converted = convert(load_model(), tokenizer, pooling)
+        converted = convert(load_model(), tokenizer() if callable(tokenizer) else tokenizer, pooling)
     if folder is None:
         return converted
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"

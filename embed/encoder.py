@@ -26,7 +26,7 @@ from cache import EmbeddingStore, NullStore, default_cache_dir, text_key
 from .backends import (EXPORTS, POOLINGS, conversion_failed, export_key, exported, failure_marker, pick_backend, pool,
                        record_failure)
 from .errors import ModelError
-from .models import (PRECISIONS, ModelSource, fingerprint, hidden_size, load_encoder, max_seq_length,
+from .models import (PRECISIONS, ModelSource, fingerprint, hidden_size, load_encoder, load_tokenizer, max_seq_length,
                      resolve_model, trained_pooling, weights_digest)
 from .normalize import normalizer
 
@@ -131,8 +131,10 @@ class LoadedEncoder:
     compiled: object | None = None  # OpenVINO: the compiled encoder, see ensure_compiled
 
     def ensure_tokenizer(self):
+        """The tokenizer ``embed`` calls: on the OpenVINO path read from tokenizer.json without importing
+        transformers where the folder allows it (``load_tokenizer``), else transformers' own."""
         if self.tokenizer is None:
-            _, self.tokenizer = load_encoder(self.source, model=False)
+            self.tokenizer = load_tokenizer(self.source, light=self.backend == "openvino")
         return self.tokenizer
 
     def ensure_model(self):
@@ -154,7 +156,8 @@ class LoadedEncoder:
             return load_encoder(self.source, tokenizer=False)[0].eval()
 
         try:
-            ov_model = load_or_export(load_fp32, self.ensure_tokenizer(), self.pooling, self.export_dir,
+            ov_model = load_or_export(load_fp32, lambda: load_tokenizer(self.source, light=False), self.pooling,
+                                      self.export_dir,
                                       converted=_IN_MEMORY.get(self.export_key))
         except (ModelError, MemoryError):
             raise

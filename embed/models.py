@@ -303,6 +303,28 @@ def _load_tokenizer(folder: Path, plain: bool):
     return AutoTokenizer.from_pretrained(str(folder))
 
 
+def load_tokenizer(source: ModelSource, *, light: bool = False):
+    """The tokenizer alone. ``light``: read tokenizer.json with the ``tokenizers`` library
+    (``embed.tokenizer.FileTokenizer``, no transformers import: about a second of a short command) where
+    the folder's class is one of ``_PLAIN_TOKENIZERS`` and it pads on the right; else ``load_encoder``'s."""
+    folder = transformer_dir(source.path)
+    if light and (folder / "tokenizer.json").is_file():
+        try:
+            config = json.loads((folder / "tokenizer_config.json").read_text())
+        except (OSError, ValueError):
+            config = None
+        if (isinstance(config, dict) and config.get("tokenizer_class") in _PLAIN_TOKENIZERS
+                and config.get("padding_side", "right") == "right"):
+            check_model_folder(folder)
+            from .tokenizer import FileTokenizer
+
+            try:
+                return FileTokenizer(folder)
+            except Exception:  # the tokenizers library's errors have no common type: transformers reads the
+                pass           # same files below and raises a ModelError that says what is wrong
+    return load_encoder(source, model=False)[1]
+
+
 def weights_digest(source: ModelSource) -> str:
     """Hash of the weights and tokenizer files alone (what an exported graph is derived from)."""
     folder = transformer_dir(source.path)

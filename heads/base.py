@@ -55,6 +55,9 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 _DAMAGED = "the head is damaged or was modified: retrain it or restore it from a backup"
 
 HEADS: dict[str, type[BaseHead]] = {}
+# The shipped heads by module: each is imported when a head of its name is first built or loaded, so
+# loading a logistic head imports neither faiss nor LightGBM (part of `predict`'s start-up).
+BUILTIN_HEADS = {"logistic": "heads.logistic", "lightgbm": "heads.lightgbm", "knn": "heads.knn"}
 SELECT_METRICS = ("accuracy", "macro_f1", "macro_recall")
 CLASS_WEIGHTS = (None, "balanced")
 
@@ -78,11 +81,25 @@ def register(name: str):
     return decorator
 
 
+def head_names() -> list[str]:
+    """Every head name `get_head` knows: the shipped ones and any registered since."""
+    return sorted(set(HEADS) | set(BUILTIN_HEADS))
+
+
+def head_class(name: Any) -> type[BaseHead] | None:
+    """The class registered as `name`, importing its shipped module on first use; None if unknown."""
+    if isinstance(name, str) and name not in HEADS and name in BUILTIN_HEADS:
+        import importlib
+
+        importlib.import_module(BUILTIN_HEADS[name])  # its @register fills HEADS
+    return HEADS.get(name) if isinstance(name, str) else None
+
+
 def get_head(name: str, **params: Any) -> BaseHead:
     """Build an unfitted head by registry name, e.g. `get_head("knn", k=10)`."""
-    if name not in HEADS:
-        raise HeadError(f"unknown head {name!r}; expected one of: {', '.join(sorted(HEADS))}")
-    cls = HEADS[name]
+    cls = head_class(name)
+    if cls is None:
+        raise HeadError(f"unknown head {name!r}; expected one of: {', '.join(head_names())}")
     unknown = sorted(set(params) - set(cls._get_param_names()))
     if unknown:
         raise HeadError(f"head {name!r} has no parameter(s) {', '.join(unknown)}; "
@@ -435,9 +452,9 @@ def _parse_config(config: Any, path: Path) -> tuple[type[BaseHead], dict]:
         raise HeadError(f"{path}: format {config.get('format')!r} is not {FORMAT!r}; it was "
                         "written by another program or version: retrain the head")
     name = config.get("head")
-    if name not in HEADS:
-        raise HeadError(f"{path}: unknown head {name!r}; known heads: {', '.join(sorted(HEADS))}")
-    cls = HEADS[name]
+    cls = head_class(name)
+    if cls is None:
+        raise HeadError(f"{path}: unknown head {name!r}; known heads: {', '.join(head_names())}")
     params, state, files = config.get("params"), config.get("state"), config.get("files")
     if not isinstance(params, dict) or not set(params) <= set(cls._get_param_names()):
         raise bad("params", f"an object with keys among {cls._get_param_names()}", params)

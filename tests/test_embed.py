@@ -118,7 +118,8 @@ def test_plain_tokenizer_gives_autotokenizers_ids(minilm_path, tmp_path, texts):
     accents, CJK, emoji, literal special tokens and over-long texts; other classes keep AutoTokenizer."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    from embed.models import load_encoder, transformer_dir
+    from embed.models import load_encoder, load_tokenizer, transformer_dir
+    from embed.tokenizer import FileTokenizer
 
     from .conftest import data_dir
 
@@ -133,16 +134,23 @@ def test_plain_tokenizer_gives_autotokenizers_ids(minilm_path, tmp_path, texts):
         source = resolve_model(str(folder), tmp_path / "models")
         _, plain = load_encoder(source, model=False)
         assert type(plain) is PreTrainedTokenizerFast, name
+        light = load_tokenizer(source, light=True)  # the OpenVINO path's: tokenizer.json alone, no transformers
+        assert type(light) is FileTokenizer, name
         auto = AutoTokenizer.from_pretrained(str(transformer_dir(source.path)))
+        uncut = auto(sample, add_special_tokens=True)["input_ids"]  # what embed re-tokenizes at the limit
+        assert max(map(len, uncut)) > 128 and light(sample, add_special_tokens=True)["input_ids"] == uncut, name
         for max_length in (128, 512):
             a = auto(sample, truncation=True, max_length=max_length)["input_ids"]
-            b = plain(sample, truncation=True, max_length=max_length)["input_ids"]
-            differ = [i for i in range(len(sample)) if a[i] != b[i]]
-            assert not differ, (name, max_length, len(differ), sample[differ[0]][:80])
+            for tok in (plain, light):
+                b = tok(sample, truncation=True, max_length=max_length)["input_ids"]
+                differ = [i for i in range(len(sample)) if a[i] != b[i]]
+                assert not differ, (name, type(tok).__name__, max_length, len(differ), sample[differ[0]][:80])
+        assert light(sample, add_special_tokens=True)["input_ids"] == uncut, name  # after a truncating call too
         padded_a = auto.pad({"input_ids": a[:16]}, return_tensors="np")
-        padded_b = plain.pad({"input_ids": b[:16]}, return_tensors="np")
-        assert (padded_a["input_ids"] == padded_b["input_ids"]).all()
-        assert (padded_a["attention_mask"] == padded_b["attention_mask"]).all()
+        for tok in (plain, light):
+            padded_b = tok.pad({"input_ids": a[:16]}, return_tensors="np")
+            assert (padded_a["input_ids"] == padded_b["input_ids"]).all(), (name, type(tok).__name__)
+            assert (padded_a["attention_mask"] == padded_b["attention_mask"]).all(), (name, type(tok).__name__)
     other = tmp_path / "other-tok"
     AutoTokenizer.from_pretrained(str(minilm_path)).save_pretrained(str(other))
     config = json.loads((other / "tokenizer_config.json").read_text())
@@ -150,6 +158,8 @@ def test_plain_tokenizer_gives_autotokenizers_ids(minilm_path, tmp_path, texts):
     from embed.models import _load_tokenizer
 
     assert type(_load_tokenizer(other, plain=True)) is not PreTrainedTokenizerFast  # unlisted: AutoTokenizer's class
+    (other / "config.json").write_text((Path(minilm_path) / "config.json").read_text())
+    assert type(load_tokenizer(resolve_model(str(other)), light=True)) is not FileTokenizer
 
 
 def test_default_model_offline_fails_fast_naming_aliases():

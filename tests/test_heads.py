@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from heads import HEADS, HeadError, KNNHead, LightGBMHead, LogisticHead, get_head, load_head
+from heads import HEADS, HeadError, KNNHead, LightGBMHead, LogisticHead, get_head, head_names, load_head
 
 LABELS = np.array(["Negative", "Neutral", "Positive"])
 FINGERPRINT = "a1b2c3d4e5f6" + "0" * 52
@@ -46,7 +46,7 @@ def blobs():
     return X[:300], y[:300], X[300:], y[300:]
 
 
-@pytest.fixture(scope="module", params=sorted(HEADS))
+@pytest.fixture(scope="module", params=head_names())
 def fitted(request, blobs):
     X, y, _, _ = blobs
     return make_head(request.param).fit(X, y)
@@ -100,7 +100,7 @@ def test_save_needs_the_embedding_model(tmp_path):
         head.save(tmp_path)
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", head_names())
 def test_unfitted_head_says_call_fit(name, blobs):
     with pytest.raises(NotFittedError, match="fit"):
         make_head(name).predict(blobs[2])
@@ -111,7 +111,7 @@ def test_feature_count_mismatch_is_explained(fitted, blobs):
         fitted.predict(blobs[2][:, :16])
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", head_names())
 def test_eval_set_drives_selection(name):
     """Scoring on the training rows rewards memorising; noisy eval labels stop early."""
     X, y = make_classification(n_samples=240, n_features=32, n_informative=8, flip_y=0.25,
@@ -132,7 +132,7 @@ def test_eval_set_drives_selection(name):
         pytest.fail(f"add an eval-selection check for the new head {name!r}")
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", head_names())
 def test_eval_set_errors(name, blobs):
     X, y, X_eval, y_eval = blobs
     with pytest.raises(HeadError, match="both"):
@@ -183,7 +183,7 @@ def test_refuses_bad_config(tmp_path):
             load_head(tmp_path)
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", head_names())
 def test_int_labels_come_back_as_ints(name, tmp_path):
     X, y = _tiny()
     head = make_head(name).fit(X, np.where(y == "a", 3, 7))
@@ -192,7 +192,23 @@ def test_int_labels_come_back_as_ints(name, tmp_path):
     assert np.array_equal(loaded.predict(X), head.predict(X))
 
 
+def test_loading_one_head_imports_only_its_own_library(tmp_path):
+    """A logistic head loads without importing faiss or LightGBM (``predict``'s start-up); a kNN head imports faiss."""
+    import subprocess
+    import sys
+
+    X, y = np.random.default_rng(0).normal(size=(60, 4)), np.repeat(["a", "b", "c"], 20)
+    for name in ("logistic", "knn"):
+        get_head(name).fit(X, y).save(tmp_path / name, fingerprint=FINGERPRINT, model=MODEL)
+    code = ("import sys; from heads import load_head; load_head(sys.argv[1]); "
+            "print(sorted(m for m in ('faiss', 'lightgbm') if m in sys.modules))")
+    found = {name: subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], capture_output=True, text=True,
+                                  check=True).stdout.strip() for name in ("logistic", "knn")}
+    assert found == {"logistic": "[]", "knn": "['faiss']"}
+
+
 def test_registry():
+    assert head_names() == ["knn", "lightgbm", "logistic"]
     assert {"logistic", "lightgbm", "knn"} <= set(HEADS)
     assert isinstance(get_head("knn", k=3), KNNHead)
     with pytest.raises(HeadError, match="logistic"):
@@ -210,7 +226,7 @@ def test_heads_import_nothing_else_from_the_project():
                 assert name.split(".")[0] not in {"embed", "cache", "scoring", "cli"}, path
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", head_names())
 def test_works_in_pipeline_cross_validation(name, blobs):
     X, y, _, _ = blobs
     scores = cross_val_score(make_pipeline(StandardScaler(), make_head(name)), X, y, cv=3)
@@ -278,7 +294,7 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", head_names())
 def test_refit_with_selected_params_reproduces_the_selection(name, blobs):
     """selected_params() turns a search into constructor params: the refit predicts the same."""
     X, y, Xe, ye = blobs
@@ -302,7 +318,7 @@ def _rare_class(seed: int, n: int, shift: float = 0.8):
 FIXED = {"logistic": {"C": 1.0}, "lightgbm": {"default_rounds": 100, "n_threads": 1}, "knn": {"k": 15, "n_threads": 1}}
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", head_names())
 def test_balanced_class_weight_raises_minority_recall_and_is_saved(name, tmp_path):
     X, y = _rare_class(0, 2000, shift=1.5)
     Xe, ye = _rare_class(1, 1000, shift=1.5)
@@ -322,7 +338,7 @@ def test_balanced_class_weight_raises_minority_recall_and_is_saved(name, tmp_pat
     assert np.mean(weighted.predict(Xe)[ye == "rare"] == "rare") > recall[0]
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", head_names())
 def test_selection_follows_the_chosen_metric(name):
     """On a rare class with a weak signal, accuracy favours predicting 'common' and macro-F1 does not."""
     from heads.base import selection_score
