@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from cache import CacheError, clear_store, default_cache_dir, list_stores
+from cache import clear_store, default_cache_dir, list_stores
 from embed.encoder import COMMIT_EVERY, POOLING_CHOICES, POOLINGS
-from embed.errors import TweetheadsError
+from errors import TweetheadsError
 from embed.finetune import OBJECTIVES, PAIRS, FinetuneConfig
 from embed.backends import BACKENDS
 from embed.models import PRECISIONS
@@ -23,15 +23,13 @@ _FT = FinetuneConfig()  # the reference card's recipe: every CLI default comes f
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from sklearn.exceptions import NotFittedError
+    """Every error the library raises on purpose derives from ``errors.TweetheadsError``; scikit-learn's
+    NotFittedError is the one from outside (a head used before fit)."""
+    errors: list[type[BaseException]] = [TweetheadsError]
+    if "sklearn" in sys.modules:  # a command that never touched a head need not import it
+        from sklearn.exceptions import NotFittedError
 
-    errors: list[type[BaseException]] = [TweetheadsError, CacheError, NotFittedError]
-    try:
-        from heads import HeadError
-
-        errors.append(HeadError)
-    except ImportError:  # heads/ not importable: only its own commands fail
-        pass
+        errors.append(NotFittedError)
     return tuple(errors)
 
 

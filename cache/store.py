@@ -35,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from errors import TweetheadsError
 from fileio import write_atomic
 
 
-class CacheError(Exception):
+class CacheError(TweetheadsError):
     """The cache cannot be used as asked (unwritable folder, disk full, damaged store)."""
 
 

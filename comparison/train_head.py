@@ -26,9 +26,7 @@ from sklearn.model_selection import train_test_split
 from embed.data import load_texts
 from embed.errors import TweetheadsError
 from heads import get_head
-from heads.base import PROBE_TEXTS
-
-REPORT_FILE = "train_report.json"
+from heads.base import PROBE_TEXTS, REPORT_FILE
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""Exceptions raised by the library. Only ``cli.py`` turns them into exit codes and messages."""
+"""Exceptions raised by embed/ and scoring/; all derive from ``errors.TweetheadsError`` (the one base).
 
+Only ``cli.py`` turns them into exit codes and messages.
+"""
+from errors import TweetheadsError
 
-class TweetheadsError(Exception):
-    """A problem the user can fix: the message says what was expected, what was found and what to do."""
+__all__ = ["TweetheadsError", "DataError", "ModelError"]
 
 
 class DataError(TweetheadsError):

@@ -35,10 +35,12 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, validate_data
 
+from errors import TweetheadsError
 from fileio import write_atomic
 
 FORMAT = "tweetheads-head/1"
 CONFIG_NAME = "head.json"
+REPORT_FILE = "train_report.json"  # how a head was trained (files, columns, timings), beside head.json
 PROBE_FILE = "probe.npy"  # a few training texts' vectors (their texts are in head.json), see check_fingerprint
 # The lowest probe cosine accepted between vectors of one model computed two ways. Measured on GOP
 # tweets (BENCHMARKS.md, Embedding): OpenVINO fp32 against torch fp32 0.99999+; int8 fell to 0.911
@@ -62,7 +64,7 @@ SELECT_METRICS = ("accuracy", "macro_f1", "macro_recall")
 CLASS_WEIGHTS = (None, "balanced")
 
 
-class HeadError(ValueError):
+class HeadError(TweetheadsError, ValueError):
     """A problem the user can fix: wrong input, a different embedding model, a damaged head."""
 
 

@@ -288,7 +288,7 @@ def trained_label_column(head_spec: tuple[str, str], classifier) -> str | None:
     try:
         if kind == E2E:
             return classifier.info["config"]["label_col"]
-        from comparison.train_head import REPORT_FILE
+        from heads.base import REPORT_FILE
 
         return json.loads((Path(folder) / REPORT_FILE).read_text())["config"]["label_col"]
     except (OSError, ValueError, KeyError, TypeError):

@@ -22,7 +22,7 @@ def run(*args, ok=True):
 def test_help_lists_the_commands():
     import click
 
-    expected = {"split", "finetune", "embed", "train-head", "compare", "score", "cache"}
+    expected = {"split", "finetune", "embed", "train-head", "compare", "score", "cache", "predict"}
     assert set(cli.commands) == expected  # registered subcommands, not words in the group's docstring
     assert set(cli.commands["cache"].commands) == {"info", "clear"}
     listed = run("--help").output.split("Commands:")[1].split()

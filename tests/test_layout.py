@@ -3,8 +3,9 @@
 Every ``import`` and ``from ... import`` in the packages and ``cli.py`` is read with ``ast``
 (imports inside functions too: hiding a cycle in a function does not remove it), and the graph of
 module -> module edges must have no cycle. The rooms' doors: ``cli.py`` is imported by nothing,
-``cache/`` imports no other room, and ``heads/`` imports neither ``embed/`` nor ``cache/``; ``fileio.py``
-(atomic writes, sha256) imports nothing of the project and every room may use it.
+``cache/`` imports no other room, ``heads/`` imports neither ``embed/`` nor ``cache/``, and ``scoring/``
+(scoring a file) imports nothing of ``comparison/`` (the experiments). ``fileio.py`` (atomic writes,
+sha256) and ``errors.py`` (the one error base) import nothing of the project and every room may use them.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from .conftest import REPO
 
 PACKAGES = ("embed", "heads", "cache", "scoring", "comparison")
-SHARED = "fileio"  # a module every room may import: it imports none of them
+GROUND = ("fileio", "errors")  # modules every room may import: they import none of them
 
 
 def _module_name(path: Path) -> str:
@@ -24,7 +25,8 @@ def _module_name(path: Path) -> str:
 
 def import_graph() -> dict[str, set[str]]:
     """``{module: {project modules it imports}}`` for every module of the packages and cli.py."""
-    files = [REPO / "cli.py", REPO / f"{SHARED}.py"] + [p for pkg in PACKAGES for p in sorted((REPO / pkg).glob("*.py"))]
+    files = [REPO / "cli.py"] + [REPO / f"{name}.py" for name in GROUND] + [
+        p for pkg in PACKAGES for p in sorted((REPO / pkg).glob("*.py"))]
     names = {_module_name(p) for p in files}
     graph: dict[str, set[str]] = {}
     for path in files:
@@ -94,10 +96,46 @@ def test_rooms_keep_their_doors():
 
     for module, edges in graph.items():
         assert "cli" not in edges, f"{module} imports cli.py"
-        rooms = {room(e) for e in edges} - {room(module), SHARED}
-        if module == SHARED:
-            assert not edges, f"{SHARED}.py imports {edges}: it must import nothing of the project"
+        rooms = {room(e) for e in edges} - {room(module), *GROUND}
+        if module in GROUND:
+            assert not edges, f"{module}.py imports {edges}: it must import nothing of the project"
         if room(module) == "cache":
             assert not rooms, f"{module} imports {rooms}: cache/ knows keys and arrays only"
         if room(module) == "heads":
             assert not rooms & {"embed", "cache", "scoring"}, f"{module} imports {rooms}: heads see arrays only"
+        if room(module) == "scoring":
+            assert "comparison" not in rooms, f"{module} imports {rooms}: scoring a file needs no experiment code"
+
+
+def _exception_classes() -> list[tuple[str, str, list[str]]]:
+    """``(module, class, base names)`` for every class the project defines that looks like an exception."""
+    found = []
+    files = [REPO / "cli.py"] + [REPO / f"{name}.py" for name in GROUND] + [
+        p for pkg in PACKAGES for p in sorted((REPO / pkg).glob("*.py"))]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(b) for b in node.bases]
+                if node.name.endswith(("Error", "Exception")) or any(b.endswith(("Error", "Exception")) for b in bases):
+                    found.append((_module_name(path), node.name, bases))
+    return found
+
+
+def test_every_public_error_derives_from_the_one_base():
+    """One base at ground level (errors.TweetheadsError): the CLI catches one class, a script can too."""
+    import errors
+    from cache import CacheError
+    from embed.errors import DataError, ModelError
+    from heads import HeadError
+
+    for cls in (CacheError, DataError, ModelError, HeadError):
+        assert issubclass(cls, errors.TweetheadsError), cls
+    classes = _exception_classes()
+    assert len(classes) >= 6
+    for module, name, bases in classes:
+        if name.startswith("_") or name == "TweetheadsError":
+            continue  # private control flow inside one module (never escapes it), and the base itself
+        import importlib
+
+        cls = getattr(importlib.import_module(module), name)
+        assert issubclass(cls, errors.TweetheadsError), f"{module}.{name} ({bases}) does not derive from TweetheadsError"
