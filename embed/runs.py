@@ -4,11 +4,13 @@ Layout of ``RUN_DIR``::
 
     tweetheads_run.json     config, label names, data files and sha256, status, and ``files``:
                             the sha256 of every artifact below (encoder/, classifier, labels)
-    encoder/                sentence-transformers model with the run's pooling (CLS unless --pooling mean)
+    encoder/                sentence-transformers model saved by sentence-transformers, with the run's pooling
+                            (CLS unless --pooling mean), its config and card
     classifier.safetensors  pre_classifier + classifier weights (DistilBertForSequenceClassification shape)
     labels.json             label names in id order
     metrics.json            per-epoch training loss, validation loss and accuracy
-    README.md               model card in the reference card's format
+    README.md               model card (Hub metadata through huggingface_hub; the recipe table as the
+                            reference card has it), see model_card.py
     checkpoint/             last resumable training state (``--resume``)
 
 The end-to-end classifier is the encoder's pooled vector (CLS, or the token mean for a run trained
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fileio import sha256_file
+from fileio import hub_link_ok, sha256_file
 
 from .data import LabelMap
 from .errors import ModelError
@@ -43,25 +45,46 @@ _RECOVER = ("rerun the same `finetune` command with --resume (it rewrites the ru
             "or finetune again")
 
 
-def save_encoder(model, tokenizer, folder: Path, max_length: int, pooling: str = "cls") -> None:
-    """Write a sentence-transformers folder with ``pooling`` (cls or mean) that ``SentenceTransformer(folder)``
-    loads."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder), safe_serialization=True)
-    tokenizer.save_pretrained(str(folder))
-    dim = int(model.config.hidden_size)
-    (folder / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ], indent=2))
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length,
-                                                                   "do_lower_case": False}, indent=2))
-    (folder / "1_Pooling").mkdir(exist_ok=True)
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": dim, "pooling_mode_cls_token": pooling == "cls",
-        "pooling_mode_mean_tokens": pooling == "mean",
-        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
-        "include_prompt": True}, indent=2))
+def save_encoder(model, tokenizer, folder: Path, max_length: int, pooling: str = "cls", *,
+                 base_model: str | None = None, name: str | None = None) -> None:
+    """Write ``folder`` with sentence-transformers' own ``save``: the transformer, a Pooling module with
+    ``pooling`` (cls or mean), ``config_sentence_transformers.json`` and its card (naming ``base_model``,
+    a hub id, when known), so ``SentenceTransformer(folder)`` loads it and pools as the run trained.
+
+    The transformer goes through a temporary ``save_pretrained`` folder beside ``folder`` (the
+    sentence-transformers module is built from files), and the finished folder replaces ``folder``
+    whole: no file of an earlier layout is left behind to change its digests.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:  # sentence-transformers 5
+        from sentence_transformers.models import Pooling, Transformer
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(str(work / "hf"), safe_serialization=True)
+        tokenizer.save_pretrained(str(work / "hf"))
+        transformer = Transformer(str(work / "hf"), max_seq_length=int(max_length))
+        pooled = Pooling(int(model.config.hidden_size), pooling_mode=pooling)
+        card = SentenceTransformerModelCardData(language="en", model_name=name, local_files_only=True,
+                                                tags=["tweetheads", "tweet-sentiment"])
+        st = SentenceTransformer(modules=[transformer, pooled], model_card_data=card, device="cpu")
+        if base_model:
+            st.model_card_data.base_model = base_model  # set_base_model would ask the Hub; it is known here
+        st.save(str(work / "st"), create_model_card=True)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(work / "st", folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def read_run_info(run_dir: str | Path) -> dict:
@@ -101,7 +124,7 @@ def verify_run(run_dir: str | Path, info: dict | None = None) -> None:
         path = run_dir / name
         if Path(name).is_absolute() or ".." in Path(name).parts or not path.resolve().is_relative_to(root):
             raise ModelError(f"{marker}: refusing file {name!r}, which is outside the run folder; {_RECOVER}")
-        if path.is_symlink() or not path.is_file():
+        if (path.is_symlink() and not hub_link_ok(path)) or not path.is_file():  # the Hub cache's links only
             raise ModelError(f"{path}: missing (listed in {RUN_MARKER}); the run folder is incomplete: {_RECOVER}")
         found = sha256_file(path)
         if found != digest:

@@ -36,12 +36,16 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, validate_data
 
 from errors import TweetheadsError
-from fileio import write_atomic
+from fileio import hub_link_ok, write_atomic
 
 FORMAT = "tweetheads-head/1"
 CONFIG_NAME = "head.json"
 REPORT_FILE = "train_report.json"  # how a head was trained (files, columns, timings), beside head.json
-PROBE_FILE = "probe.npy"  # a few training texts' vectors (their texts are in head.json), see check_fingerprint
+PROBE_FILE = "probe.npy"  # the probe texts' vectors (their texts are in head.json), see check_fingerprint
+# Where a head's probe texts came from: "shipped", the fixed set shipped with tweetheads (the default,
+# no training text in the head); "train", its first training texts (train-head --probe-from-train, and
+# every head saved before the shipped set existed).
+PROBE_SOURCES = ("shipped", "train")
 # The lowest probe cosine accepted between vectors of one model computed two ways. Measured on GOP
 # tweets (BENCHMARKS.md, Embedding): OpenVINO fp32 against torch fp32 0.99999+; int8 fell to 0.911
 # (torch dynamic), 0.944 (ONNX Runtime) and 0.991 to 0.995 (NNCF static), so those are refused. bf16
@@ -50,7 +54,7 @@ PROBE_FILE = "probe.npy"  # a few training texts' vectors (their texts are in he
 # moves between bf16 and fp32 vectors of one encoder in either direction.
 PROBE_MIN_COSINE = 0.995
 PROBE_MIN_AGREEMENT = 0.98  # share of the probe on which the head predicts the same label (64 texts: one may flip)
-PROBE_TEXTS = 64  # probe texts a trained head keeps
+PROBE_TEXTS = 64  # probe texts a trained head keeps (the shipped set has exactly this many)
 FLOAT_DTYPES = (np.float64, np.float32)
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
@@ -155,6 +159,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         self.classes_ = encoder.classes_
         self.fingerprint_ = None  # refitting forgets the embedding model; see set_model
         self.probe_ = None
+        self.probe_source_ = None
         self.model_ = None
         self._fit(X, encoder.transform(y), X_eval, y_eval)
         return self
@@ -279,13 +284,21 @@ class BaseHead(ClassifierMixin, BaseEstimator):
             "from different models are not comparable. Embed with the head's model, or "
             "retrain the head on these embeddings.")
 
-    def set_probe(self, texts, vectors) -> BaseHead:
-        """Keep a few training texts and their vectors, to check vectors computed another way later."""
+    def set_probe(self, texts, vectors, *, source: str = "train") -> BaseHead:
+        """Keep a few texts and their vectors from the training model, to check vectors computed another way later.
+
+        The check needs texts, not training texts: ``source="shipped"`` marks the fixed probe set
+        shipped with tweetheads (what ``train-head`` uses by default, so a saved head holds none of
+        its training data); ``"train"`` marks training texts, which a saved head then carries verbatim.
+        """
+        if source not in PROBE_SOURCES:
+            raise HeadError(f"probe source must be one of {', '.join(PROBE_SOURCES)}, found {source!r}")
         texts = [str(t) for t in texts]
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(texts), self.n_features_in_):
             raise HeadError(f"probe vectors should be {len(texts)} x {self.n_features_in_}, found {vectors.shape}")
         self.probe_ = (texts, vectors)
+        self.probe_source_ = source
         return self
 
     # -- persistence ---------------------------------------------------------------------
@@ -329,7 +342,8 @@ class BaseHead(ClassifierMixin, BaseEstimator):
             buffer = io.BytesIO()
             np.save(buffer, probe[1], allow_pickle=False)
             write_atomic(folder / PROBE_FILE, buffer.getvalue(), unique=True)
-            config["probe"] = {"texts": probe[0], "sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}
+            config["probe"] = {"texts": probe[0], "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
+                               "source": getattr(self, "probe_source_", None) or "train"}
         elif (folder / PROBE_FILE).exists():
             (folder / PROBE_FILE).unlink()  # an earlier head's probe is not this one's
         write_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2), unique=True)
@@ -407,6 +421,7 @@ def load_head(folder) -> BaseHead:
     head._restore(files)
     if config.get("probe") is not None:
         head.probe_ = _load_probe(folder, config["probe"], head.n_features_in_)
+        head.probe_source_ = config["probe"].get("source", "train")  # heads saved before the shipped set: train
     return head
 
 
@@ -414,7 +429,7 @@ def _read_listed(folder: Path, name: str, digest: str) -> bytes:
     """The bytes of a file head.json lists, after checking its name and its sha256."""
     _check_file_name(name, folder)
     path = folder / name
-    if path.is_symlink() or not path.is_file():
+    if (path.is_symlink() and not hub_link_ok(path)) or not path.is_file():  # the Hub cache's links only
         raise HeadError(f"{path} is listed in {CONFIG_NAME} but is missing or not a "
                         f"regular file; {_DAMAGED}")
     data = path.read_bytes()
@@ -428,8 +443,10 @@ def _read_listed(folder: Path, name: str, digest: str) -> bytes:
 def _load_probe(folder: Path, probe: Any, n_features: int) -> tuple[list[str], np.ndarray]:
     path = folder / PROBE_FILE
     if not isinstance(probe, dict) or not isinstance(probe.get("texts"), list) or not all(
-            isinstance(t, str) for t in probe["texts"]) or not isinstance(probe.get("sha256"), str):
-        raise HeadError(f"{folder / CONFIG_NAME}: field 'probe' should be {{'texts': [...], 'sha256': ...}}; {_DAMAGED}")
+            isinstance(t, str) for t in probe["texts"]) or not isinstance(probe.get("sha256"), str) or (
+            probe.get("source", "train") not in PROBE_SOURCES):
+        raise HeadError(f"{folder / CONFIG_NAME}: field 'probe' should be {{'texts': [...], 'sha256': ..., 'source': "
+                        f"{' or '.join(PROBE_SOURCES)}}}; {_DAMAGED}")
     data = _read_listed(folder, PROBE_FILE, probe["sha256"])
     try:
         vectors = np.load(io.BytesIO(data), allow_pickle=False)

@@ -54,21 +54,24 @@ class CheckedHead:
     digest: str  # sha256 over the classifier's files: part of a scoring run's identity
 
 
-def load_checked(head: str | Path, embedder: Embedder, *, quiet: bool = False) -> CheckedHead:
-    """Load ``head`` (a head folder, or ``"e2e"``) and check it belongs to ``embedder``'s vectors.
+def load_checked(head: str | Path | None, embedder: Embedder, *, quiet: bool = False) -> CheckedHead:
+    """Load ``head`` (a head folder, a hub id, or ``"e2e"``) and check it belongs to ``embedder``'s vectors.
 
+    ``None``: the model's own head (``default_head``: a bundle's, a run's end-to-end classifier).
     Raises ``HeadError`` (a head trained on another model's vectors, with the flags to change when
     only a setting differs) or ``ModelError`` (``e2e`` without a run folder, or vectors pooled
     otherwise than the run was trained). A head accepted through its probe says so on stderr
     unless ``quiet``.
     """
+    if head is None:
+        head = default_head(embedder)
     if str(head) == E2E:
         return _end_to_end(embedder)
     from heads import HeadError, load_head
     from heads.base import CONFIG_NAME, warn_accepted
 
     encoder = embedder.load()
-    folder = Path(head)
+    folder = resolve_head(head)
     classifier = load_head(folder)
     try:
         measured = classifier.check_fingerprint(encoder.fingerprint, encoder.description,
@@ -78,7 +81,36 @@ def load_checked(head: str | Path, embedder: Embedder, *, quiet: bool = False) -
     if measured and not quiet:
         warn_accepted(folder, measured)
     digest = hashlib.sha256((folder / CONFIG_NAME).read_bytes()).hexdigest()  # it holds every file's sha256
-    return CheckedHead(classifier, ("head", str(folder.resolve())), f"{classifier.name}@{folder}", digest)
+    return CheckedHead(classifier, ("head", str(folder.resolve())), f"{classifier.name}@{head}", digest)
+
+
+def default_head(embedder: Embedder) -> str:
+    """The head used when none is named: a bundle's own (``export``), else a run's end-to-end classifier."""
+    source = embedder.load().source
+    if source.bundle_dir is not None:
+        from embed.bundle import HEAD_PART
+
+        return str(source.bundle_dir / HEAD_PART)
+    if source.kind == "run":
+        return E2E
+    raise ModelError(f"{embedder.model!r} is an embedding model with no classifier of its own; pass a head folder "
+                     "(train one with `tweetheads train-head`), a run folder written by `finetune`, or a bundle "
+                     "written by `export`")
+
+
+def resolve_head(head: str | Path) -> Path:
+    """A head folder: a local path as given, else a hub id (``user/head``) through the Hugging Face cache
+    (``embed.models.hub_snapshot``); a bundle (local or hub) gives its own head, after its digests are checked."""
+    from embed.bundle import HEAD_PART, is_bundle, verify_bundle
+    from embed.models import hub_snapshot, looks_like_hub_id
+
+    folder = Path(head).expanduser()
+    if not folder.exists() and looks_like_hub_id(str(head)):
+        folder = hub_snapshot(str(head), what="head")
+    if is_bundle(folder):
+        verify_bundle(folder)
+        folder = folder / HEAD_PART
+    return folder
 
 
 def _settings_hint(trained: dict | None, now: dict) -> str:
@@ -148,8 +180,9 @@ class Predictor:
              cache_dir: str | Path | None = "default", quiet: bool = False) -> Predictor:
         """Resolve ``model`` (alias, hub id, folder, run folder, or an ``Embedder``) and check ``head`` against it.
 
-        ``head``: a head folder, or ``"e2e"`` for a run's own classifier; left out, a run folder
-        uses its end-to-end classifier and any other model is refused (it has no classifier).
+        ``head``: a head folder, a hub id, or ``"e2e"`` for a run's own classifier; left out, a bundle
+        (written by ``export``) uses its own head, a run folder its end-to-end classifier, and any other
+        model is refused (it has no classifier).
         The embedding options are ``Embedder``'s; a head must be used with the settings it was
         trained with (the error names the flags to change).
         """
@@ -158,13 +191,6 @@ class Predictor:
         embedder = model if isinstance(model, Embedder) else Embedder(
             str(model), pooling=pooling, max_length=max_length, batch_size=batch_size, device=device,
             precision=precision, backend=backend, cache_dir=cache_dir)
-        if head is None:
-            encoder = embedder.load()
-            if encoder.source.kind != "run":
-                raise ModelError(
-                    f"{embedder.model!r} is an embedding model with no classifier of its own; pass a head "
-                    "folder (train one with `tweetheads train-head`), or a run folder written by `finetune`")
-            head = E2E
         return cls(embedder, load_checked(head, embedder, quiet=quiet))
 
     # -- prediction ----------------------------------------------------------------------------
