@@ -10,16 +10,18 @@ from pathlib import Path
 
 import click
 
-from cache import clear_store, default_cache_dir, list_stores
+from cache import default_cache_dir, list_stores
 from embed.encoder import COMMIT_EVERY, POOLING_CHOICES, POOLINGS
 from errors import TweetheadsError
-from embed.finetune import OBJECTIVES, PAIRS, FinetuneConfig
+from embed.finetune import OBJECTIVES, PAIRS, RECIPES, FinetuneConfig
 from embed.backends import BACKENDS
 from embed.models import PRECISIONS
 from heads.base import SELECT_METRICS
 from scoring.score import ENGINES, PART_FORMATS, ScoreConfig
+from serving.config import ServeConfig
 
 _FT = FinetuneConfig()  # the reference card's recipe: every CLI default comes from here
+_SERVE = ServeConfig()  # serve's defaults
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -33,12 +35,23 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
 class _Group(click.Group):
-    """Turns library exceptions into ``Error: ...`` and exit code 1, never a traceback."""
+    """Turns library exceptions into ``Error: ...`` and exit code 1, never a traceback; Ctrl-C exits 130."""
 
     def invoke(self, ctx):
+        from embed.finetune import Interrupted
+
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:  # finetune saved a checkpoint first: its message says how to resume
+            click.echo(f"Interrupted: {exc}", err=True)
+            ctx.exit(INTERRUPTED)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(INTERRUPTED)
         except _user_errors() as exc:
             raise click.ClickException(str(exc)) from exc
 
@@ -74,7 +87,8 @@ def _embed_options(f):
                      show_default=True, help="Inference precision (part of the cache fingerprint). auto: bf16 on a CPU "
                      "with bf16 units (about 3x fp32 there with AMX, a head within 0.1 point), fp16 on a GPU, else fp32.")(f)
     f = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")(f)
-    f = click.option("--batch-size", type=int, default=64, show_default=True)(f)
+    f = click.option("--batch-size", type=int, default=64, show_default=True,
+                     help="Texts per encoder call (sorted by length, so little padding).")(f)
     f = click.option("--max-length", type=int, default=None,
                      help="Max tokens per text [default: the model's own max_seq_length].")(f)
     f = click.option("--pooling", type=click.Choice(POOLING_CHOICES), default="auto", show_default=True,
@@ -91,57 +105,139 @@ def _embedder(model, pooling, max_length, batch_size, device, precision, backend
                     precision=precision, backend=backend, cache_dir=cache_dir or "default", progress=progress)
 
 
+# -- the conventions every command shares ------------------------------------------------------------
+def _renamed(name: str, *old: str, required: bool = False, type=None, missing: str | None = None):
+    """Hidden old spellings (``old``) of the option whose parameter is ``name``: a command line written
+    against them keeps working. ``required`` is checked here, since either spelling may give the value."""
+    import functools
+
+    def decorate(f):
+        keys = [f"_old_{name}_{i}" for i in range(len(old))]
+
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            for key, flag in zip(keys, old):
+                value = kwargs.pop(key)
+                if value is None:
+                    continue
+                if kwargs.get(name) not in (None, value):
+                    raise click.UsageError(f"{flag} is the old spelling of --{name.replace('_', '-')}; give one of them")
+                kwargs[name] = value
+            if required and kwargs.get(name) is None:
+                raise click.UsageError(missing or f"Missing option '--{name.replace('_', '-')}'")
+            return f(*args, **kwargs)
+
+        for key, flag in zip(keys, old):
+            wrapper = click.option(flag, key, type=type, default=None, hidden=True)(wrapper)
+        return wrapper
+
+    return decorate
+
+
+def _output_option(*old: str, required: bool = True, folder: bool = False, help: str):
+    """``-o/--output`` (a file, or a folder with ``folder``), with the command's old spelling(s) hidden."""
+    kind = click.Path(file_okay=not folder, dir_okay=folder, path_type=Path)
+
+    def decorate(f):
+        f = _renamed("output", *old, required=required, type=kind, missing="Missing option '-o' / '--output'")(f)
+        return click.option("-o", "--output", "output", type=kind, default=None, help=help)(f)
+
+    return decorate
+
+
+def _summary_options(f):
+    """``--json`` (one object on stdout a script can parse, instead of the prose summary) and ``-q/--quiet``."""
+    f = click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary (errors still go to stderr).")(f)
+    return click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")(f)
+
+
+def _report(as_json: bool, quiet: bool, summary: dict, lines) -> None:
+    """The end of every command: the summary as JSON, or its prose ``lines`` unless quiet."""
+    if as_json:
+        import json
+
+        click.echo(json.dumps(summary, default=str))
+    elif not quiet:
+        for line in [lines] if isinstance(lines, str) else lines:
+            click.echo(line)
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("tweetheads")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(_version(), "-V", "--version", message="tweetheads %(version)s")
 def cli():
     """Fine-tune a sentence encoder once, cache its CLS embeddings, train cheap swappable heads."""
 
 
 @cli.command()
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--eval-fraction", type=float, default=0.2)
-@click.option("--seed", type=int, default=42)
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--eval-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              help="Share of the rows that go to eval.")
+@click.option("--seed", type=int, default=42, help="Seed of the shuffle (42 with 0.2 gives the card's 11,096 / 2,775 "
+                                                   "GOP rows).")
+@_output_option("--out-dir", folder=True, help="Folder for train.EXT and eval.EXT (EXT: FILE's own format).")
 @text_col_option
+@click.option("--stratify", metavar="LABEL_COL", default=None,
+              help="Keep each label's share of this column the same on both sides.")
 @click.option("--group-duplicates", is_flag=True,
               help="Keep every copy of a normalized text on one side (an honest held-out split).")
-def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
-    """Split FILE into OUT_DIR/train and OUT_DIR/eval, keeping every column."""
+@_summary_options
+def split(file, eval_fraction, seed, output, text_col, stratify, group_duplicates, as_json, quiet):
+    """Split FILE (CSV/TSV/JSONL/Parquet) into OUTPUT/train and OUTPUT/eval, keeping every column."""
     from embed.split import SplitConfig, split_file
 
-    result = split_file(file, out_dir, SplitConfig(eval_fraction=eval_fraction, seed=seed, text_col=text_col,
-                                                   group_duplicates=group_duplicates))
+    result = split_file(file, output, SplitConfig(eval_fraction=eval_fraction, seed=seed, text_col=text_col,
+                                                  group_duplicates=group_duplicates, stratify=stratify))
     share = result.eval_in_train / result.eval_rows
-    click.echo(f"train: {result.train_rows} rows -> {result.train_path}")
-    click.echo(f"eval:  {result.eval_rows} rows -> {result.eval_path}")
-    click.echo(f"eval texts also in train: {result.eval_in_train} of {result.eval_rows} ({share:.1%}) after "
-               f"normalization, {result.eval_exact_in_train} exact copies"
-               + ("" if group_duplicates else "; --group-duplicates keeps copies on one side"))
+    _report(as_json, quiet, {
+        "train": str(result.train_path), "eval": str(result.eval_path), "train_rows": result.train_rows,
+        "eval_rows": result.eval_rows, "eval_in_train": result.eval_in_train,
+        "eval_exact_in_train": result.eval_exact_in_train, "stratify": stratify, "group_duplicates": group_duplicates,
+    }, [f"train: {result.train_rows} rows -> {result.train_path}",
+        f"eval:  {result.eval_rows} rows -> {result.eval_path}",
+        f"eval texts also in train: {result.eval_in_train} of {result.eval_rows} ({share:.1%}) after "
+        f"normalization, {result.eval_exact_in_train} exact copies"
+        + ("" if group_duplicates else "; --group-duplicates keeps copies on one side")])
 
 
 @cli.command()
-@click.option("--train", "train_path", type=click.Path(path_type=Path), required=True)
-@click.option("--eval", "eval_path", type=click.Path(path_type=Path), default=None)
-@click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--train", "train_path", type=click.Path(path_type=Path), required=True,
+              help="Labelled training file (CSV/TSV/JSONL/Parquet).")
+@click.option("--eval", "eval_path", type=click.Path(path_type=Path), default=None,
+              help="Labelled eval file: validation loss and accuracy after every epoch.")
+@_output_option("--out", folder=True, help="The run folder to write (encoder, classifier, metrics, model card).")
 @click.option("--model", default=_FT.model,
               help="Hub id, local folder, run folder, or an offline alias (minilm, mpnet).")
+@click.option("--recipe", type=click.Choice(sorted(RECIPES)), default="card",
+              help="Preset defaults: card, the reference card's (lr 1e-6, batch 8, 20 epochs); setfit, SetFit's "
+              "recipe for a few labels (--objective contrastive --pooling mean --train-batch-size 32 --epochs 40 "
+              "--lr 2e-5). Options given explicitly win; the run records the recipe.")
 @text_col_option
 @label_col_option
 @max_rows_option
-@click.option("--lr", type=float, default=_FT.lr)
-@click.option("--train-batch-size", type=int, default=_FT.train_batch_size)
-@click.option("--eval-batch-size", type=int, default=_FT.eval_batch_size)
-@click.option("--seed", type=int, default=_FT.seed)
-@click.option("--adam-beta1", type=float, default=_FT.adam_beta1)
-@click.option("--adam-beta2", type=float, default=_FT.adam_beta2)
-@click.option("--adam-epsilon", type=float, default=_FT.adam_epsilon)
-@click.option("--weight-decay", type=float, default=_FT.weight_decay)
-@click.option("--warmup-steps", type=int, default=_FT.warmup_steps)
+@click.option("--lr", type=float, default=_FT.lr, help="Peak learning rate (Adam).")
+@click.option("--train-batch-size", type=int, default=_FT.train_batch_size, help="Training examples per step.")
+@click.option("--eval-batch-size", type=int, default=_FT.eval_batch_size, help="Examples per eval batch.")
+@click.option("--seed", type=int, default=_FT.seed, help="Seed of the classifier's init, dropout and batch order.")
+@click.option("--adam-beta1", type=float, default=_FT.adam_beta1, help="Adam's beta1.")
+@click.option("--adam-beta2", type=float, default=_FT.adam_beta2, help="Adam's beta2.")
+@click.option("--adam-epsilon", type=float, default=_FT.adam_epsilon, help="Adam's epsilon.")
+@click.option("--weight-decay", type=float, default=_FT.weight_decay, help="Decoupled weight decay (AdamW when > 0).")
+@click.option("--warmup-steps", type=int, default=_FT.warmup_steps, help="Linear warm-up steps before the linear decay.")
 @click.option("--warmup-ratio", type=float, default=_FT.warmup_ratio,
               help="Warm-up as a share of the steps (SetFit: 0.1); used when --warmup-steps is 0.")
-@click.option("--epochs", type=float, default=_FT.epochs)
+@click.option("--epochs", type=float, default=_FT.epochs, help="Passes over the training rows (a fraction is allowed).")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps (overrides --epochs).")
-@click.option("--max-length", type=int, default=None, help="[default: the model's max_seq_length]")
-@click.option("--dropout", type=float, default=_FT.dropout)
+@click.option("--max-length", type=int, default=None, help="Max tokens per text [default: the model's max_seq_length].")
+@click.option("--dropout", type=float, default=_FT.dropout, help="Dropout before the classifier (the card's 0.2).")
 @click.option("--objective", type=click.Choice(OBJECTIVES), default=_FT.objective,
               help="classify: cross-entropy through the classification head (the card's). contrastive: "
               "SetFit's pair loss on the pooled vectors (same label: cosine 1, else 0), for a few labelled rows; "
@@ -158,7 +254,7 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
               "random each epoch. Default: grouped for --objective classify, random for contrastive (its pairs "
               "are the batches; grouping would give a small sample the same batches every epoch).")
 @click.option("--normalize/--no-normalize", default=_FT.normalize, help="Tweet normalization (@user, http).")
-@click.option("--device", default=_FT.device)
+@click.option("--device", default=_FT.device, help="cpu, cuda, cuda:1 or auto (a GPU when torch sees one).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_FT.precision,
               show_default=True, help="Training precision: auto = bf16 autocast on a GPU (fp16 where bf16 is "
               "missing) and on a CPU with bf16 units (AMX, AVX512-BF16), else fp32. The run records what it "
@@ -168,44 +264,54 @@ def split(file, eval_fraction, seed, out_dir, text_col, group_duplicates):
               "at the last step and on Ctrl-C).")
 @click.option("--log-every", type=click.IntRange(min=1), default=_FT.log_every,
               help="Record the training loss every N steps in metrics.json [default: about 50 points per run].")
-@click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint (the same command plus --resume).")
 @cache_dir_option
-def finetune(train_path, eval_path, run_dir, resume, cache_dir, **options):
-    """Fine-tune the encoder end to end (defaults are the reference card's recipe)."""
-    from embed.finetune import fine_tune
+@_summary_options
+@click.pass_context
+def finetune(ctx, train_path, eval_path, output, recipe, resume, cache_dir, as_json, quiet, **options):
+    """Fine-tune the encoder end to end (defaults: the reference card's recipe, or --recipe)."""
+    from click.core import ParameterSource
+
+    from embed.finetune import fine_tune, recipe_config
 
     _quiet_transformers()
-    config = FinetuneConfig(**options)
-    metrics = fine_tune(train_path, run_dir, config, eval_path=eval_path, resume=resume, cache_dir=cache_dir)
+    given = {name: value for name, value in options.items()
+             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
+    config = recipe_config(recipe, **given, progress=not quiet)
+    metrics = fine_tune(train_path, output, config, eval_path=eval_path, resume=resume, cache_dir=cache_dir)
     final = metrics.get("final") or {}
-    summary = f"wrote {run_dir}: {metrics['steps']} steps"
+    summary = f"wrote {output}: {metrics['steps']} steps"
     if "accuracy" in final:
         summary += f", eval accuracy {final['accuracy']:.4f}, eval loss {final['validation_loss']:.4f}"
     if metrics.get("examples_per_second"):
         summary += f", {metrics['examples_per_second']:.1f} training examples/s"
-    click.echo(summary)
+    _report(as_json, quiet, {"run": str(output), "recipe": recipe, "steps": metrics["steps"],
+                             "final": final, "examples_per_second": metrics.get("examples_per_second"),
+                             "train_seconds": metrics.get("train_seconds")}, summary)
 
 
 @cli.command()
 @click.option("--model", default=_FT.model,
               help="Hub id, local folder, run folder, or an offline alias (minilm, mpnet).")
-@click.option("--input", "input_path", type=click.Path(path_type=Path), required=True)
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the vectors, in input row order, to this .npy file.")
+@click.argument("input_path", metavar="FILE", required=False, type=click.Path(path_type=Path))
+@_renamed("input_path", "--input", required=True, type=click.Path(path_type=Path), missing="Missing argument 'FILE'")
+@_output_option(required=False, help="Also write the vectors, in FILE's row order, to this .npy file.")
 @text_col_option
 @click.option("--commit-every", type=click.IntRange(min=1), default=COMMIT_EVERY,
               help="Texts encoded between cache commits (a killed run loses at most this many).")
 @_embed_options
 @cache_dir_option
+@_summary_options
 def embed(model, input_path, output, text_col, commit_every, pooling, max_length, batch_size, device, precision, backend,
-          cache_dir):
-    """Embed a file's texts through the cache (only new texts are encoded)."""
+          cache_dir, as_json, quiet):
+    """Embed FILE's texts through the cache (only texts it has not seen are encoded)."""
     import numpy as np
 
     from embed.data import load_texts
 
     table = load_texts(input_path, text_col)
-    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir)
+    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir,
+                         progress=not quiet)
     embedder.set_params(commit_every=commit_every)
     vectors, stats = embedder.embed(table.texts)
     if output is not None:
@@ -218,8 +324,14 @@ def embed(model, input_path, output, text_col, commit_every, pooling, max_length
         except OSError as exc:
             raise click.ClickException(f"cannot write {output} ({exc}); free disk space or pick another --output "
                                        "(the vectors are cached: rerunning encodes nothing)") from exc
-        click.echo(f"wrote {output} {vectors.shape}")
-    click.echo(stats.summary())
+    encoder = embedder.load()
+    _report(as_json, quiet, {"input": str(input_path), "output": None if output is None else str(output),
+                             "shape": list(vectors.shape), "fingerprint": encoder.fingerprint,
+                             "model": encoder.description.get("model"), "backend": encoder.backend,
+                             "precision": encoder.precision, "texts": stats.texts, "unique": stats.unique,
+                             "hits": stats.hits, "encoded": stats.encoded, "truncated": stats.truncated,
+                             "seconds": stats.seconds},
+            ([f"wrote {output} {vectors.shape}"] if output is not None else []) + [stats.summary()])
 
 
 def _head_params(pairs: tuple[str, ...]) -> dict:
@@ -240,9 +352,11 @@ def _head_params(pairs: tuple[str, ...]) -> dict:
 @cli.command("train-head")
 @click.option("--head", "head_name", required=True, help="logistic, lightgbm or knn (see heads/).")
 @click.option("--model", required=True, help="Run folder, model folder, hub id or alias (minilm, mpnet).")
-@click.option("--train", "train_path", type=click.Path(path_type=Path), required=True)
-@click.option("--eval", "eval_path", type=click.Path(path_type=Path), default=None)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--train", "train_path", type=click.Path(path_type=Path), required=True,
+              help="Labelled training file; its texts are embedded through the cache.")
+@click.option("--eval", "eval_path", type=click.Path(path_type=Path), default=None,
+              help="Labelled eval file: the summary reports accuracy and macro-F1 on it.")
+@_output_option("--out", folder=True, help="The head folder to write (head.json, its safe files, train_report.json).")
 @text_col_option
 @label_col_option
 @max_rows_option
@@ -253,33 +367,46 @@ def _head_params(pairs: tuple[str, ...]) -> dict:
 @click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none",
               help="balanced: weight each class by n_samples / (n_classes * n_in_class), for skewed labels.")
 @click.option("--param", "params", multiple=True, help="Head parameter NAME=VALUE (repeatable), e.g. k=15.")
+@click.option("--probe-from-train", is_flag=True,
+              help="Keep the first 64 training texts as the head's portability probe (saved verbatim in head.json) "
+              "instead of the 64 texts shipped with tweetheads (the default: the head holds no training text).")
 @_embed_options
 @cache_dir_option
-def train_head(head_name, model, train_path, eval_path, out_dir, text_col, label_col, max_train_rows, select_on,
-               select_metric, class_weight, params, pooling, max_length, batch_size, device, precision, backend, cache_dir):
-    """Fit a head on cached embeddings of TRAIN, save it to OUT, report on EVAL."""
+@_summary_options
+def train_head(head_name, model, train_path, eval_path, output, text_col, label_col, max_train_rows, select_on,
+               select_metric, class_weight, params, probe_from_train, pooling, max_length, batch_size, device, precision,
+               backend, cache_dir, as_json, quiet):
+    """Fit a head on cached embeddings of TRAIN, save it to OUTPUT, report on EVAL."""
     from heads import get_head
     from comparison.train_head import HeadConfig, fit_head
 
     get_head(head_name)  # an unknown head fails before any embedding
     config = HeadConfig(head=head_name, params=_head_params(params), text_col=text_col, label_col=label_col,
                         max_train_rows=max_train_rows, select_on=select_on, select_metric=select_metric,
-                        class_weight=None if class_weight == "none" else class_weight)
-    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir)
-    report = fit_head(embedder, train_path, out_dir, config, eval_path=eval_path)
-    click.echo(report.summary())
-    click.echo(f"saved {out_dir}")
+                        class_weight=None if class_weight == "none" else class_weight, probe_from_train=probe_from_train)
+    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir,
+                         progress=not quiet)
+    report = fit_head(embedder, train_path, output, config, eval_path=eval_path)
+    from dataclasses import asdict
+
+    _report(as_json, quiet, asdict(report), [report.summary(), f"saved {output}"])
 
 
 @cli.command()
-@click.option("--model", "run_dir", required=True, type=click.Path(path_type=Path),
-              help="The run folder written by `finetune` (its end-to-end model is compared too).")
-@click.option("--test", "test_path", required=True, type=click.Path(path_type=Path))
+@click.option("--model", required=True,
+              help="Alias (minilm), hub id, sentence-transformers folder, or a run folder written by `finetune` "
+                   "(then its end-to-end model is compared too).")
+@click.option("--test", "test_path", required=True, type=click.Path(path_type=Path),
+              help="Labelled test file: every method is scored on the same rows (all, and novel: not in --train).")
 @click.argument("head_dirs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--train", "train_path", type=click.Path(path_type=Path), default=None,
-              help="Training file, to tell novel test rows apart [default: the one recorded in the run].")
-@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write report.md, results.json and PNG plots here.")
+              help="The heads' training file, to tell novel test rows apart and refit for --train-sizes "
+                   "[default: the one recorded in a run folder; required for any other --model].")
+@click.option("--reference", "references", multiple=True, metavar="NAME=ACCURACY",
+              help="A quoted accuracy drawn beside the measured rows, repeatable; `card` is the reference card's "
+                   "0.7146 on the GOP data. None by default.")
+@_output_option("--report-dir", required=False, folder=True,
+                help="Write report.md, results.json and PNG plots to this folder.")
 @click.option("--train-sizes", default=None,
               help="Also refit every head on stratified samples of TRAIN of these sizes, e.g. 32,128,512,2048,all: "
                    "accuracy per labelled tweet (label_curve.png).")
@@ -289,28 +416,33 @@ def train_head(head_name, model, train_path, eval_path, out_dir, text_col, label
 @max_rows_option
 @_embed_options
 @cache_dir_option
-def compare(run_dir, test_path, head_dirs, train_path, report_dir, train_sizes, repeats, text_col, label_col,
-            max_train_rows, pooling, max_length, batch_size, device, precision, backend, cache_dir):
-    """Compare the end-to-end model and each HEAD_DIR on the same TEST rows (all and novel)."""
-    from comparison.compare import CompareConfig
+@_summary_options
+def compare(model, test_path, head_dirs, train_path, references, output, train_sizes, repeats, text_col,
+            label_col, max_train_rows, pooling, max_length, batch_size, device, precision, backend, cache_dir, as_json,
+            quiet):
+    """Compare each HEAD_DIR (and a run's end-to-end model) on the same TEST rows (all and novel)."""
+    from comparison.compare import CompareConfig, parse_reference
     from comparison.compare import compare as run_compare
     from comparison.label_curve import curve_table, parse_sizes
-    from comparison.report import table
+    from comparison.report import summary, table
 
     sizes = parse_sizes(train_sizes) if train_sizes else ()
-    embedder = _embedder(str(run_dir), pooling, max_length, batch_size, device, precision, backend, cache_dir)
-    results = run_compare(embedder, run_dir, test_path, list(head_dirs), report_dir, train_path,
+    quoted = tuple(dict.fromkeys(parse_reference(r) for r in references))
+    report_dir = output
+    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir,
+                         progress=not quiet)
+    results = run_compare(embedder, test_path, list(head_dirs), report_dir, train_path,
                           CompareConfig(text_col=text_col, label_col=label_col, max_train_rows=max_train_rows,
-                                        train_sizes=sizes, repeats=repeats))
-    click.echo(f"{results['rows']} test rows, {results['novel_rows']} novel")
+                                        train_sizes=sizes, repeats=repeats, references=quoted))
+    lines = list(summary(results))
     for subset in ("all", "novel"):
-        click.echo(f"\n{subset} rows:")
-        click.echo("\n".join(table(results, subset)))
+        lines += [f"\n{subset} rows:", *table(results, subset)]
     if "label_curve" in results:
-        click.echo("\naccuracy per labelled tweet (all rows; mean and min-max over repeats):")
-        click.echo("\n".join(curve_table(results["label_curve"], "all")))
+        lines += ["\naccuracy per labelled tweet (all rows; mean and min-max over repeats):",
+                  *curve_table(results["label_curve"], "all")]
     if report_dir is not None:
-        click.echo(f"\nwrote {report_dir}/report.md, results.json, " + ", ".join(results.get("plots", [])))
+        lines.append(f"\nwrote {report_dir}/report.md, results.json, " + ", ".join(results.get("plots", [])))
+    _report(as_json, quiet, results | {"report_dir": None if report_dir is None else str(report_dir)}, lines)
 
 
 @cli.group(cls=_Group)
@@ -318,58 +450,92 @@ def cache():
     """Inspect or clear the embedding cache."""
 
 
+def _store_line(info) -> str:
+    from heads.base import backend_of
+
+    desc = info.description
+    return (f"{info.path.name}  {desc.get('model', '?')} ({desc.get('pooling', '?')}, {backend_of(desc)} "
+            f"{desc.get('precision', '?')}, dim {desc.get('dim', '?')})  {info.count} vectors  {info.bytes / 2**20:.1f} MiB")
+
+
+def _store_record(info) -> dict:
+    return {"store": info.path.name, "path": str(info.path), "fingerprint": info.fingerprint, "vectors": info.count,
+            "bytes": info.bytes, "model": info.description.get("model"), "pooling": info.description.get("pooling"),
+            "backend": info.description.get("backend", "torch"), "precision": info.description.get("precision"),
+            "dim": info.description.get("dim")}
+
+
 @cache.command("info")
 @cache_dir_option
-def cache_info(cache_dir):
+@_summary_options
+def cache_info(cache_dir, as_json, quiet):
     """List stores: fingerprint, model, vectors, size."""
     from embed.backends import EXPORTS
-    from heads.base import backend_of
 
     root = Path(cache_dir or default_cache_dir())
     exports = sorted((root / EXPORTS).glob("openvino-*/model.xml"))
-    if exports:
-        size = sum(p.stat().st_size for d in exports for p in d.parent.iterdir() if p.is_file())
-        click.echo(f"{EXPORTS}/  {len(exports)} OpenVINO model(s)  {size / 2**20:.1f} MiB  (converted once per model)")
+    size = sum(p.stat().st_size for d in exports for p in d.parent.iterdir() if p.is_file())
     failed = sorted((root / EXPORTS).glob("openvino-*.failed.json"))
-    if failed:
-        click.echo(f"{EXPORTS}/  {len(failed)} model(s) OpenVINO could not convert: torch encodes them "
-                   f"(cache clear all to try again)")
     stores = list_stores(root)
-    if not stores:
-        click.echo(f"no cache stores under {root}")
-        return
-    for info in stores:
-        desc = info.description
-        click.echo(f"{info.path.name}  {desc.get('model', '?')} ({desc.get('pooling', '?')}, "
-                   f"{backend_of(desc)} {desc.get('precision', '?')}, dim {desc.get('dim', '?')})  {info.count} vectors  "
-                   f"{info.bytes / 2**20:.1f} MiB")
+    lines = []
+    if exports:
+        lines.append(f"{EXPORTS}/  {len(exports)} OpenVINO model(s)  {size / 2**20:.1f} MiB  (converted once per model)")
+    if failed:
+        lines.append(f"{EXPORTS}/  {len(failed)} model(s) OpenVINO could not convert: torch encodes them "
+                     f"(cache clear all to try again)")
+    lines += [_store_line(info) for info in stores] or [f"no cache stores under {root}"]
+    _report(as_json, quiet, {"root": str(root), "exports": len(exports), "exports_bytes": size,
+                             "failed_exports": len(failed), "stores": [_store_record(i) for i in stores]}, lines)
 
 
 @cache.command("clear")
 @click.argument("store")
+@click.option("-y", "--yes", is_flag=True, help="Delete without asking (needed where stdin is not a terminal).")
 @cache_dir_option
-def cache_clear(store, cache_dir):
-    """Remove the store whose fingerprint starts with STORE (``all``: every store and the OpenVINO exports)."""
+@_summary_options
+def cache_clear(store, yes, cache_dir, as_json, quiet):
+    """Remove the stores whose fingerprint starts with STORE (``all``: every store and the OpenVINO exports).
+
+    Lists what it will delete and asks first; --yes skips the question.
+    """
     import shutil
 
+    from cache.store import find_stores
     from embed.backends import EXPORTS
 
     root = Path(cache_dir or default_cache_dir())
-    if store == "all" and (root / EXPORTS).is_dir():
-        shutil.rmtree(root / EXPORTS)
-        click.echo(f"removed {root / EXPORTS}")
-    for path in clear_store(root, store):
-        click.echo(f"removed {path}")
+    found = find_stores(root, store)
+    exports = root / EXPORTS if store == "all" and (root / EXPORTS).is_dir() else None
+    if not found and exports is None:
+        raise click.ClickException(f"no cache store under {root} matches {store!r}; see `tweetheads cache info`")
+    click.echo("will remove:", err=True)
+    for info in found:
+        click.echo(f"  {_store_line(info)}", err=True)
+    if exports is not None:
+        click.echo(f"  {exports} (the OpenVINO exports)", err=True)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException("not a terminal, so nothing was removed: pass --yes to remove the stores "
+                                       "listed above")
+        click.confirm(f"remove {len(found)} store(s){' and the exports' if exports else ''}?", abort=True, err=True)
+    if exports is not None:
+        shutil.rmtree(exports)
+    for info in found:
+        shutil.rmtree(info.path)
+    removed = [str(i.path) for i in found] + ([str(exports)] if exports is not None else [])
+    _report(as_json, quiet, {"removed": removed}, [f"removed {path}" for path in removed])
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", required=True, help="Model the head was trained on: alias (minilm, mpnet), folder, "
                                              "run folder or hub id.")
-@click.option("--head", required=True, help="Head folder (written by a head's save), or e2e: the run's own "
-                                            "classifier (--model must then be the run folder).")
+@click.option("--head", default=None, help="Head folder (written by a head's save), a hub id, or e2e: the run's own "
+                                           "classifier (--model must then be the run folder) [default: a bundle's own "
+                                           "head, a run's e2e].")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
-              help="Output file: .csv, .csv.gz or .parquet (--engine ray: a folder of part files).")
+              help="Output file: .csv, .csv.gz or .parquet (--engine ray: a folder of part files); - writes CSV to "
+                   "stdout (the summary then goes to stderr).")
 @text_col_option
 @click.option("--keep-cols", default=None,
               help="Comma-separated input columns to write, in this order [default: all, in input order].")
@@ -391,11 +557,15 @@ def cache_clear(store, cache_dir):
               help="Ray: the scored part files' format.")
 @click.option("--actor-cpus", type=float, default=ScoreConfig.actor_cpus,
               help="Ray: CPUs each scoring actor reserves (readers take 0.5 each).")
+@click.option("--max-rejects", default=None, metavar="N|P%",
+              help="Exit 1 (after writing everything) when more rows than this are rejected: a count, or a share "
+                   "of the rows read such as 1%.")
 @_embed_options
 @cache_dir_option
+@_summary_options
 def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, rejects, chunk_rows, engine,
-          ray_address, concurrency, part_format, actor_cpus, pooling, max_length, batch_size, device, precision, backend,
-          cache_dir):
+          ray_address, concurrency, part_format, actor_cpus, max_rejects, pooling, max_length, batch_size, device,
+          precision, backend, cache_dir, as_json, quiet):
     """Label INPUTS (files, folders, globs; CSV/TSV/JSONL/Parquet, optionally .gz) into one output file.
 
     Writes every input column, then pred_label, pred_proba_<class> per class, pred_model and pred_head.
@@ -406,18 +576,90 @@ def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, r
     the same rows as an uninterrupted run. With --engine ray, Ray workers do the reading, scoring and
     writing: OUT is a folder (scored/ and rejects/ part files, in input order, and manifest.json with
     each file's counts). The head must come from --model with the same --pooling, --max-length and
-    --precision; a mismatch stops before any work.
+    --precision; a mismatch stops before any work. An input - reads a CSV table from stdin; --output -
+    writes the scored CSV to stdout (rejected rows, unless --rejects names a file, follow on stderr).
     """
+    import json
+    import shutil
+    import tempfile
+
     from scoring.score import score_files
 
-    keep = None if keep_cols is None else tuple(c.strip() for c in keep_cols.split(",") if c.strip())
-    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir, progress=False)
-    config = ScoreConfig(text_col=text_col, keep_cols=keep, prefix=prefix, label_col=label_col, rejects=rejects,
-                         chunk_rows=chunk_rows, engine=engine, concurrency=concurrency, ray_address=ray_address,
-                         part_format=part_format, actor_cpus=actor_cpus, progress=True)
-    summary = score_files(list(inputs), output, embedder, head, config)
-    click.echo(f"wrote {summary.output}")
-    click.echo(summary.line())
+    limit = _reject_limit(max_rejects)
+    streams = "-" in inputs or str(output) == "-"
+    if streams and engine == "ray":
+        raise click.UsageError("--engine ray reads and writes files on its workers; - (stdin/stdout) needs --engine local")
+    spool = Path(tempfile.mkdtemp(prefix="tweetheads-score-")) if streams else None
+    try:
+        if "-" in inputs:  # spooled to disk, not memory: stdin may be larger than RAM
+            with open(spool / "stdin.csv", "wb") as handle:
+                shutil.copyfileobj(sys.stdin.buffer, handle, 1 << 20)
+            inputs = tuple(str(spool / "stdin.csv") if item == "-" else item for item in inputs)
+        to_stdout = str(output) == "-"
+        if to_stdout:
+            output = spool / "stdout.csv"
+            rejects = rejects if rejects is not None else spool / "stdout.rejects.csv"
+        keep = None if keep_cols is None else tuple(c.strip() for c in keep_cols.split(",") if c.strip())
+        embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir,
+                             progress=False)
+        config = ScoreConfig(text_col=text_col, keep_cols=keep, prefix=prefix, label_col=label_col, rejects=rejects,
+                             chunk_rows=chunk_rows, engine=engine, concurrency=concurrency, ray_address=ray_address,
+                             part_format=part_format, actor_cpus=actor_cpus, progress=not quiet and not to_stdout)
+        summary = score_files(list(inputs), output, embedder, head, config)
+        if to_stdout:
+            with open(output, "rb") as handle:
+                shutil.copyfileobj(handle, sys.stdout.buffer, 1 << 20)
+            sys.stdout.flush()
+            if summary.rows_rejected and Path(summary.rejects).parent == spool:
+                _stream_rejects(Path(summary.rejects), str(spool / "stdin.csv"))
+        rejects_went = "stderr" if to_stdout and Path(summary.rejects).parent == spool else str(summary.rejects)
+        if to_stdout:
+            result = summary.as_dict() | {"output": "stdout", "rejects": rejects_went}
+            if as_json or not quiet:
+                click.echo(json.dumps(result, default=str) if as_json else summary.line().replace(
+                    str(summary.rejects), rejects_went), err=True)
+        else:
+            _report(as_json, quiet, summary.as_dict(), [f"wrote {summary.output}", summary.line()])
+    finally:
+        if spool is not None:
+            shutil.rmtree(spool, ignore_errors=True)
+    if limit(summary.rows_rejected, summary.rows_read):
+        raise click.ClickException(f"{summary.rows_rejected:,} of {summary.rows_read:,} rows rejected, over "
+                                   f"--max-rejects {max_rejects}; every output was written, the rejected rows "
+                                   f"to {rejects_went}")
+
+
+def _stream_rejects(path: Path, stdin_file: str) -> None:
+    """The rejects CSV on stderr, the spooled stdin's path written as ``-`` (what the user passed)."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(sys.stderr, lineterminator="\n")
+        for row in csv.reader(handle):
+            writer.writerow(["-" if row and row[0] == stdin_file else row[0], *row[1:]] if row else row)
+    sys.stderr.flush()
+
+
+def _reject_limit(spec: str | None):
+    """``--max-rejects``: a function (rejected, read) -> whether the limit is passed."""
+    if spec is None:
+        return lambda rejected, read: False
+    text = spec.strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1]) / 100
+            if not 0 <= share <= 1:
+                raise ValueError
+            return lambda rejected, read: rejected > share * read
+        count = int(text)
+        if count < 0:
+            raise ValueError
+        return lambda rejected, read: rejected > count
+    except ValueError:
+        raise click.BadParameter(f"expected a whole number of rows (e.g. 10) or a share of the rows read (e.g. 1%), "
+                                 f"got {spec!r}", param_hint="--max-rejects") from None
 
 
 def _predict_texts(texts: tuple[str, ...], input_path: Path | None, text_col: str) -> tuple[list[str], list[str]]:
@@ -503,6 +745,97 @@ def predict(texts, model, head, input_path, text_col, as_json, pooling, max_leng
     for text, label, row, cut in zip(texts, labels.tolist(), proba, truncated.tolist()):
         click.echo(json.dumps({"text": text, "label": label, "proba": dict(zip(names, row.tolist())),
                                "truncated": cut}, ensure_ascii=False))
+
+
+@cli.command()
+@click.option("--model", required=True, help="Alias (minilm, mpnet), hub id, model folder or run folder.")
+@click.option("--head", default=None, help="Head folder, or e2e for a run's own classifier [default: e2e when "
+                                           "--model is a run folder].")
+@click.option("--host", default=_SERVE.host, help="Address to listen on: loopback, so only this machine can call it; "
+                                                  "0.0.0.0 listens on every interface (there is no authentication).")
+@click.option("--port", type=click.IntRange(0, 65535), default=_SERVE.port, help="Port; 0 takes a free one (the "
+                                                                                "URL is printed when ready).")
+@click.option("--max-batch-texts", type=click.IntRange(1), default=_SERVE.max_batch_texts,
+              help="Texts per encoder call at most: concurrent requests are joined up to this many (a larger "
+                   "request is still served whole). --batch-size is how the encoder splits a call.")
+@click.option("--max-wait-ms", type=click.FloatRange(0), default=_SERVE.max_wait_ms,
+              help="How long the oldest waiting request may wait for others to join its encoder call.")
+@click.option("--max-texts", type=click.IntRange(1), default=_SERVE.max_texts, help="Texts per request at most (422).")
+@click.option("--max-text-chars", type=click.IntRange(1), default=_SERVE.max_text_chars,
+              help="Characters per text at most (422); longer than the model's max tokens is truncated and flagged.")
+@click.option("--max-body-bytes", type=click.IntRange(1), default=_SERVE.max_body_bytes,
+              help="Request body size at most (413).")
+@click.option("--max-queued-texts", type=click.IntRange(1), default=_SERVE.max_queued_texts,
+              help="Texts waiting for the encoder at most; past it a request gets 503 with Retry-After.")
+@click.option("--drain-seconds", type=click.FloatRange(0), default=_SERVE.drain_seconds,
+              help="After SIGTERM, how long requests in flight may take to finish.")
+@_embed_options
+@cache_dir_option
+def serve(model, head, host, port, max_batch_texts, max_wait_ms, max_texts, max_text_chars, max_body_bytes,
+          max_queued_texts, drain_seconds, pooling, max_length, batch_size, device, precision, backend, cache_dir):
+    """Serve a head on its model over HTTP: POST /predict {"texts": [...]}, GET /health, GET /info.
+
+    Requests that arrive together are batched into one encoder call, through the embedding cache. A
+    head of another model is refused before the port opens, as score refuses it. SIGTERM stops
+    accepting, finishes the requests in flight and exits 0. The API: README, "serve".
+    """
+    from serving import ServeConfig, load_predictor
+    from serving import serve as run_server
+
+    config = ServeConfig(host=host, port=port, max_batch_texts=max_batch_texts, max_wait_ms=max_wait_ms,
+                         max_texts=max_texts, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes,
+                         max_queued_texts=max_queued_texts, drain_seconds=drain_seconds)
+    embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir, progress=False)
+    run_server(load_predictor(embedder, head), config, announce=click.echo)
+
+
+@cli.command("export")
+@click.option("--model", required=True, help="The run folder (or any model: alias, hub id, folder) the head was "
+                                             "trained on.")
+@click.option("--head", required=True, help="The head folder (or hub id) to bundle with it.")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@cache_dir_option
+@_summary_options
+def export_command(model, head, out, cache_dir, as_json, quiet):
+    """Write OUT: the model and head as one checked folder that predict, score and serve take as --model OUT.
+
+    OUT holds the run (or the model), the head, the encoder's OpenVINO export where this machine has one,
+    the labels, the cards and tweetheads_bundle.json with the sha256 of every file (checked on every load).
+    """
+    from dataclasses import asdict
+
+    from sharing.export import export_bundle
+
+    _quiet_transformers()
+    report = export_bundle(model, head, out, cache_dir=cache_dir or "default")
+    _report(as_json, quiet, asdict(report), report.summary())
+
+
+@cli.command("push")
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="Create the repo private (an existing repo keeps its visibility).")
+@click.option("--dry-run", is_flag=True, help="Check PATH and list what would be uploaded; upload nothing.")
+@_summary_options
+def push_command(path, repo_id, private, dry_run, as_json, quiet):
+    """Upload PATH (a run folder, a head folder or a bundle) to the Hub model repo REPO_ID (user/name).
+
+    PATH is checked first as its loaders check it (every sha256); a run's checkpoint/ stays behind and
+    records go without local paths. Uses huggingface_hub's login (`hf auth login`, HF_TOKEN) and
+    HF_ENDPOINT; HF_HUB_OFFLINE=1 refuses to upload.
+    """
+    from sharing.push import prepare_push, push
+
+    plan = prepare_push(path)
+    summary = {"path": str(path), "repo_id": repo_id, "kind": plan.kind, "files": plan.files, "bytes": plan.bytes,
+               "private": private}
+    if dry_run:
+        _report(as_json, quiet, summary, [f"would upload {len(plan.files)} files ({plan.bytes / 2**20:.1f} MiB) of "
+                                          f"{plan.kind} {path} to {repo_id}", *[f"  {name}" for name in plan.files]])
+        return
+    url = push(path, repo_id, private=private)
+    _report(as_json, quiet, {**summary, "commit_url": url},
+            f"pushed {plan.kind} {path} ({len(plan.files)} files, {plan.bytes / 2**20:.1f} MiB) to {repo_id}: {url}")
 
 
 def main() -> None:

@@ -345,13 +345,19 @@ def list_stores(root: str | Path) -> list[StoreInfo]:
     return infos
 
 
+def find_stores(root: str | Path, prefix: str) -> list[StoreInfo]:
+    """The stores whose fingerprint (or folder name) starts with ``prefix``; ``"all"``: every store."""
+    if not prefix:
+        raise CacheError("an empty store prefix matches nothing; pass a fingerprint prefix from `cache info`, or all")
+    return [info for info in list_stores(root)
+            if prefix == "all" or info.fingerprint.startswith(prefix) or info.path.name.startswith(prefix)]
+
+
 def clear_store(root: str | Path, prefix: str) -> list[Path]:
-    """Remove the stores whose fingerprint starts with ``prefix`` (``"all"`` removes every store)."""
-    removed = []
-    for info in list_stores(root):
-        if prefix == "all" or info.fingerprint.startswith(prefix) or info.path.name.startswith(prefix):
-            shutil.rmtree(info.path)
-            removed.append(info.path)
-    if not removed:
+    """Remove the stores ``find_stores`` matches; CacheError when none does."""
+    found = find_stores(root, prefix)
+    if not found:
         raise CacheError(f"no cache store under {root} matches {prefix!r}; see `cache info` for the list")
-    return removed
+    for info in found:
+        shutil.rmtree(info.path)
+    return [info.path for info in found]

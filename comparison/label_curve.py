@@ -10,7 +10,8 @@ is scored on the test rows, all and novel. The summary gives the mean and the mi
 repeats of accuracy, macro-F1 and macro-recall.
 
 Left out: samples smaller than two rows per class (the holdout needs one of each), and the
-end-to-end model, which would need a fine-tune per sample (it is a reference line instead).
+end-to-end model, which would need a fine-tune per sample (``compare`` draws it as a reference line
+when ``--model`` is a run folder, beside any ``--reference`` asked for).
 """
 from __future__ import annotations
 

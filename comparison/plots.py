@@ -1,9 +1,12 @@
 """PNG plots for the comparison: confusion matrices, accuracy with intervals, the learning and label curves."""
 from __future__ import annotations
 
+from itertools import cycle
 from pathlib import Path
 
 import numpy as np
+
+STYLES = ("--", ":", "-.", (0, (5, 1)))  # reference lines, in turn
 
 
 def _pyplot():
@@ -15,42 +18,80 @@ def _pyplot():
     return plt
 
 
-def write_plots(report_dir: Path, rows: list[dict], y: np.ndarray, classes: list[str], run_metrics: dict,
-                results: dict) -> list[str]:
+def confusion_cells(y: np.ndarray, predicted: np.ndarray, classes: list[str]) -> tuple[np.ndarray, list[list[str]]]:
+    """Row rates (true class normalized to 1) and each cell's text: the rate over the count, ``"0.82\n(1,234)"``."""
     from sklearn.metrics import confusion_matrix
 
+    counts = confusion_matrix(y, predicted, labels=classes)
+    totals = counts.sum(axis=1, keepdims=True)
+    rates = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    return rates, [[f"{rates[i, j]:.2f}\n({counts[i, j]:,})" for j in range(len(classes))] for i in range(len(classes))]
+
+
+def accuracy_limits(rows: list[dict], references=()) -> tuple[float, float]:
+    """x-limits of ``accuracy.png``: the 95% intervals of every method but the majority baseline, and the
+    references, with a margin, so a point of difference between methods is visible (not 0 to 1)."""
+    lows, highs = [], []
+    for row in rows:
+        if row["kind"] == "baseline":
+            continue
+        for subset in ("all", "novel"):
+            if row[subset].get("rows"):
+                low, high = row[subset]["accuracy_ci95"]
+                lows.append(low), highs.append(high)
+    values = [accuracy for _, accuracy in references]
+    lows, highs = lows + values, highs + values
+    if not lows:
+        return 0.0, 1.0
+    low, high = min(lows), max(highs)
+    margin = max(0.02, 0.1 * (high - low))
+    return max(0.0, low - margin), min(1.0, high + margin)
+
+
+def write_plots(report_dir: Path, rows: list[dict], y: np.ndarray, classes: list[str], run_metrics: dict,
+                results: dict) -> list[str]:
     plt = _pyplot()
     written = []
+    references = [(r["name"], r["accuracy"]) for r in results.get("references", [])]
     methods = [r for r in rows if r["kind"] != "baseline"]
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.8 * len(methods), 3.9), squeeze=False)
     for ax, row in zip(axes[0], methods):
-        matrix = confusion_matrix(y, row["predictions"], labels=classes, normalize="true")
-        ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-        for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value > 0.6 else "black")
+        rates, cells = confusion_cells(y, row["predictions"], classes)
+        ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), value in np.ndenumerate(rates):
+            ax.text(j, i, cells[i][j], ha="center", va="center", fontsize=8,
+                    color="white" if value > 0.6 else "black")
         ax.set_xticks(range(len(classes)), classes, rotation=30)
         ax.set_yticks(range(len(classes)), classes)
         ax.set_title(f"{row['name']}\nacc {row['all']['accuracy']:.3f}", fontsize=9)
         ax.set_xlabel("predicted")
-    axes[0][0].set_ylabel("true (row-normalized)")
+    axes[0][0].set_ylabel("true (row rate, count)")
     fig.tight_layout()
     fig.savefig(report_dir / "confusion_matrices.png", dpi=110)
     plt.close(fig)
     written.append("confusion_matrices.png")
 
+    low, high = accuracy_limits(rows, references)
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.8))
-    names = [r["name"] for r in rows]
+    names = []
+    for r in rows:
+        acc = r["all"].get("accuracy", np.nan)
+        novel = r["novel"].get("accuracy")
+        label = f"{r['name']}\nall {acc:.3f}" + ("" if novel is None else f", novel {novel:.3f}")
+        names.append(label + (" (left of the axis)" if acc < low else ""))
     for offset, subset, color in ((-0.2, "all", "#4878a8"), (0.2, "novel", "#e49444")):
         acc = [r[subset].get("accuracy", np.nan) for r in rows]
         ci = np.array([r[subset].get("accuracy_ci95", [np.nan, np.nan]) for r in rows])
         err = np.abs(np.vstack([np.array(acc) - ci[:, 0], ci[:, 1] - np.array(acc)]))
         ax.barh(np.arange(len(rows)) + offset, acc, height=0.38, xerr=err, color=color, capsize=3,
                 label=f"{subset} rows")
-    ax.axvline(results["card"]["accuracy"], color="black", linestyle="--", linewidth=1,
-               label=f"reference card {results['card']['accuracy']} (quoted)")
-    ax.set_yticks(range(len(rows)), names)
-    ax.set_xlabel("accuracy (95% bootstrap interval)")
-    ax.set_xlim(0, 1)
+    for (name, value), style in zip(references, cycle(STYLES)):
+        ax.axvline(value, color="black", linestyle=style, linewidth=1, label=f"{name} {value:.4f}")
+    ax.set_yticks(range(len(rows)), names, fontsize=8)
+    ax.set_xlabel("accuracy (95% bootstrap interval; axis zoomed to the methods' intervals)")
+    ax.set_xlim(low, high)
+    ax.grid(axis="x", color="0.9", linewidth=0.8)
+    ax.set_axisbelow(True)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(report_dir / "accuracy.png", dpi=110)
@@ -58,7 +99,7 @@ def write_plots(report_dir: Path, rows: list[dict], y: np.ndarray, classes: list
     written.append("accuracy.png")
 
     if run_metrics.get("history") or run_metrics.get("training_log"):
-        learning_curve(report_dir / "learning_curve.png", run_metrics, results["card"]["accuracy"])
+        learning_curve(report_dir / "learning_curve.png", run_metrics, references)
         written.append("learning_curve.png")
     if "label_curve" in results:
         plot_curve(report_dir / "label_curve.png", results["label_curve"])
@@ -66,11 +107,12 @@ def write_plots(report_dir: Path, rows: list[dict], y: np.ndarray, classes: list
     return written
 
 
-def learning_curve(path: Path, run_metrics: dict, card_accuracy: float | None = None) -> None:
+def learning_curve(path: Path, run_metrics: dict, references=()) -> None:
     """Left: training loss at every logged step, validation loss per epoch; right: eval accuracy per epoch.
 
     Both panels share the x axis (training steps) and mark epoch ends; runs written before
-    ``training_log`` existed fall back to the per-epoch training loss.
+    ``training_log`` existed fall back to the per-epoch training loss. ``references``: ``(name,
+    accuracy)`` pairs drawn as horizontal lines on the accuracy panel (none unless asked for).
     """
     plt = _pyplot()
     history = run_metrics.get("history") or []
@@ -87,8 +129,8 @@ def learning_curve(path: Path, run_metrics: dict, card_accuracy: float | None = 
     else:
         right.text(0.5, 0.5, "no eval file: no validation figures", ha="center", va="center",
                    transform=right.transAxes)
-    if card_accuracy is not None:
-        right.axhline(card_accuracy, color="black", linestyle="--", linewidth=1, label=f"card {card_accuracy} (quoted)")
+    for (name, value), style in zip(references, cycle(STYLES)):
+        right.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{name} {value:.4f}")
     for ax in (left, right):
         for h in history:
             ax.axvline(h["step"], color="0.85", linewidth=0.8, zorder=0)
@@ -102,7 +144,8 @@ def learning_curve(path: Path, run_metrics: dict, card_accuracy: float | None = 
 
 def plot_curve(path: Path, curve: dict) -> None:
     """``label_curve.png``: accuracy on all test rows against labelled tweets (log x), spread shaded, with
-    ``curve["references"]`` (the end-to-end model, the card) as horizontal lines."""
+    ``curve["references"]`` (the end-to-end model where there is one, and any quoted references asked
+    for) as horizontal lines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for name, points in curve["heads"].items():
@@ -111,9 +154,11 @@ def plot_curve(path: Path, curve: dict) -> None:
         ax.plot(sizes, mean, marker="o", label=name)
         ax.fill_between(sizes, [p["all"]["accuracy"]["min"] for p in points],
                         [p["all"]["accuracy"]["max"] for p in points], alpha=0.2)
-    for (label, value), style in zip(curve.get("references", {}).items(), ("--", ":", "-.")):
+    for (label, value), style in zip(curve.get("references", {}).items(), cycle(STYLES)):
         ax.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{label} {value:.4f}")
     ax.set_xscale("log")
+    ax.set_xticks(curve["sizes"], [f"{size:,}" for size in curve["sizes"]])  # the sizes asked for, not powers of 10
+    ax.minorticks_off()
     ax.set_xlabel("labelled training tweets (stratified samples; shading: min-max over repeats)")
     ax.set_ylabel("accuracy, all test rows")
     ax.set_title("accuracy per labelled tweet")

@@ -14,15 +14,20 @@ def _rate(value) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def mcnemar_header(results: dict) -> str:
+    """``McNemar p vs e2e``, or ``McNemar p vs logistic`` where the best head is the reference."""
+    return f"McNemar p vs {results['mcnemar_reference']['label']}"
+
+
 def table(results: dict, subset: str) -> list[str]:
     classes = results["classes"]
     head = ["method", "accuracy", "95% CI", "macro-F1", "macro-recall"] + [f"F1 {c}" for c in classes] + \
-        ["McNemar p vs e2e", "fit s", "pred/s"]
+        [mcnemar_header(results), "fit s", "pred/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if subset == "all":
-        card = results["card"]
-        lines.append(f"| {card['name']} | {card['accuracy']:.4f} | - | - | - | " + " | ".join("-" for _ in classes)
-                     + " | - | - | - |")
+        for ref in results.get("references", []):
+            lines.append(f"| {ref['name']} | {ref['accuracy']:.4f} | - | - | - | " + " | ".join("-" for _ in classes)
+                         + " | - | - | - |")
     for method in results["methods"]:
         m = method[subset]
         if not m.get("rows"):
@@ -31,21 +36,39 @@ def table(results: dict, subset: str) -> list[str]:
         cells = [method["name"], fixed(m["accuracy"]), f"{low:.3f}-{high:.3f}", fixed(m["macro_f1"]),
                  fixed(m["macro_recall"])]
         cells += [fixed(m["f1_per_class"][c]) for c in classes]
-        cells += [_p(m["mcnemar_p_vs_e2e"]), fixed(method["fit_seconds"], 2), _rate(method["predictions_per_second"])]
+        cells += [_p(m["mcnemar_p"]), fixed(method["fit_seconds"], 2), _rate(method["predictions_per_second"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
+def summary(results: dict) -> list[str]:
+    """The lines ``compare`` prints above its tables: rows, and why there is no end-to-end row."""
+    lines = [f"{results['rows']} test rows, {results['novel_rows']} novel"]
+    if results.get("no_end_to_end"):
+        lines.append(results["no_end_to_end"])
+    return lines
+
+
 def render_report(results: dict) -> str:
+    model = results["model"]
+    given = results.get("model_name")
+    where = f", run `{results['run']}`" if results.get("run") else (
+        f", given as `{given}`" if given and given != model.get("model") else "")
+    mcnemar = results["mcnemar_reference"]
+    fit = "; fit s: seconds to fit" + (" (the end-to-end row: seconds of fine-tuning steps)"
+                                       if mcnemar["kind"] == "e2e" else "")
     lines = [
         "# tweetheads comparison", "",
-        f"- model: `{results['model'].get('model')}` ({results['model'].get('pooling')} pooling, "
-        f"{results['model'].get('dim')}-d), run `{results['run']}`",
+        f"- model: `{model.get('model')}` ({model.get('pooling')} pooling, {model.get('dim')}-d){where}",
+    ]
+    if results.get("no_end_to_end"):
+        lines.append(f"- {results['no_end_to_end']}")
+    lines += [
         f"- test file: `{results['test']}`: {results['rows']} rows, of which {results['novel_rows']} are novel "
         f"(normalized text not in `{results['train']}`)",
-        f"- the reference card's {results['card']['accuracy']} is {results['card']['note']}.",
-        "- 95% CI: percentile bootstrap of accuracy; McNemar: exact test against our end-to-end model on the "
-        "same rows; fit s: seconds to fit (the end-to-end row: seconds of fine-tuning steps).",
+        *(f"- {ref['name']} {ref['accuracy']}: {ref['note']}." for ref in results.get("references", [])),
+        f"- 95% CI: percentile bootstrap of accuracy; McNemar: exact test against {mcnemar['name']} "
+        f"({mcnemar['why']}) on the same rows{fit}.",
         "", "## All test rows", "", *table(results, "all"),
         "", "## Novel test rows (text not in the training file)", "", *table(results, "novel"), "",
     ]
@@ -57,8 +80,9 @@ def render_report(results: dict) -> str:
         for subset, title in (("all", "all test rows"), ("novel", "novel test rows")):
             lines += [f"## Accuracy per labelled tweet ({title})", "",
                       f"Each head refit on stratified samples of the {curve['train_rows']:,} training rows "
-                      f"({curve['repeats']} repeats per size, one for the whole file), its hyperparameter chosen "
-                      f"again on the sample's own 10% holdout; mean (min-max over repeats). References: {refs}.",
+                      f"({curve['repeats']} repeat{'s' if curve['repeats'] != 1 else ''} per size, one for the whole file), its hyperparameter chosen "
+                      f"again on the sample's own 10% holdout; mean (min-max over repeats)."
+                      + (f" References: {refs}." if refs else ""),
                       "", *curve_table(curve, subset), ""]
     for plot in results.get("plots", []):
         lines += [f"![{plot}]({plot})", ""]

@@ -44,7 +44,7 @@ from fileio import fsync_file, sha256_file, write_atomic
 from .backends import POOLINGS, pool
 from .data import LabelMap, load_texts
 from .errors import TweetheadsError
-from .models import DEFAULT_MODEL, PRECISIONS, RUN_MARKER, load_encoder, max_seq_length, resolve_model
+from .models import DEFAULT_MODEL, PRECISIONS, RUN_MARKER, base_model_id, load_encoder, max_seq_length, resolve_model
 from .normalize import normalizer
 from .runs import CLASSIFIER_FILE, ENCODER_DIR, LABELS_FILE, artifact_digests, save_encoder
 
@@ -52,6 +52,7 @@ from .runs import CLASSIFIER_FILE, ENCODER_DIR, LABELS_FILE, artifact_digests, s
 @dataclass(frozen=True)
 class FinetuneConfig:
     model: str = DEFAULT_MODEL
+    recipe: str = "card"  # the preset the other defaults came from (RECIPES), recorded in the run
     lr: float = 1e-6
     train_batch_size: int = 8
     eval_batch_size: int = 8
@@ -109,6 +110,20 @@ def _amp_dtype(torch, precision: str, device: str):
 
 OBJECTIVES = ("classify", "contrastive")
 PAIRS = ("all", "balanced")
+# Named presets: the values that differ from FinetuneConfig's defaults (the card's recipe). ``setfit``
+# is SetFit's recipe inside ours, measured to tie SetFit at 8 and 32 labelled tweets a class and to
+# lead it on all GOP labels at a third of its training time (BENCHMARKS.md, "Few labels").
+RECIPES = {
+    "card": {},
+    "setfit": {"objective": "contrastive", "pooling": "mean", "train_batch_size": 32, "epochs": 40, "lr": 2e-5},
+}
+
+
+def recipe_config(recipe: str = "card", **given) -> FinetuneConfig:
+    """A FinetuneConfig from a preset, with ``given`` values (the options a user set) over it."""
+    if recipe not in RECIPES:
+        raise TweetheadsError(f"unknown recipe {recipe!r}; expected one of: {', '.join(RECIPES)}")
+    return FinetuneConfig(**{**RECIPES[recipe], **given, "recipe": recipe})
 EPOCH_SAVE_SECONDS = 60.0  # an epoch's end checkpoints only when the last checkpoint is this old
 
 
@@ -424,7 +439,9 @@ class _Trainer:
         from .model_card import write_model_card
 
         run_dir, config = self.run_dir, self.config
-        save_encoder(self.encoder, self.tokenizer, run_dir / ENCODER_DIR, self.max_length, config.pooling)
+        base = base_model_id(self.source)  # the real hub id (an alias's repo), for the cards; None: a local folder
+        save_encoder(self.encoder, self.tokenizer, run_dir / ENCODER_DIR, self.max_length, config.pooling,
+                     base_model=base, name=run_dir.name)
         save_file({k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()},
                   str(run_dir / CLASSIFIER_FILE))
         self.labels.save(run_dir / LABELS_FILE)
@@ -438,6 +455,7 @@ class _Trainer:
         info_path = run_dir / RUN_MARKER
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         info.update({"format": "tweetheads-run/1", "config": asdict(config), "base_model": config.model,
+                     "base_model_id": base, "base_model_license": _card_license(self.source.path),
                      "base_model_path": str(self.source.path), "labels": list(self.labels.names),
                      "max_length": self.max_length, "normalization": self.norm_version, "device": self.device,
                      "trained_precision": self.trained_precision, "interrupted": interrupted})
@@ -446,6 +464,18 @@ class _Trainer:
         write_atomic(info_path, json.dumps(info, indent=2) + "\n")  # a kill mid-write leaves the old one
         write_model_card(run_dir, info, metrics)
         return metrics
+
+
+def _card_license(folder: Path) -> str | None:
+    """The license the base model's own card declares (a fine-tune inherits it), if it has one."""
+    card = Path(folder) / "README.md"
+    try:
+        from huggingface_hub import metadata_load
+
+        value = (metadata_load(card) or {}).get("license") if card.is_file() else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def fine_tune(train_path: str | Path, run_dir: str | Path, config: FinetuneConfig = FinetuneConfig(),

@@ -4,6 +4,9 @@ The default is a plain shuffled split (scikit-learn's ``train_test_split``), whi
 gives the reference card's 11,096 / 2,775 rows. Retweets make that split leaky, so the result
 counts eval texts that also occur in train, and ``group_duplicates=True`` keeps every copy of a
 normalized text on one side (``GroupShuffleSplit``) for an honest held-out estimate.
+``stratify="sentiment"`` keeps each label's share the same on both sides (``train_test_split``'s
+``stratify``); it cannot be combined with ``group_duplicates`` (scikit-learn has no splitter that
+does both at a fraction: ``StratifiedGroupKFold`` splits into folds).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ class SplitConfig:
     seed: int = 42
     text_col: str = "text"
     group_duplicates: bool = False
+    stratify: str | None = None  # a label column whose shares both sides keep
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,23 @@ def split_file(path: str | Path, out_dir: str | Path, config: SplitConfig = Spli
     texts = column(table, config.text_col, path, "text")
     keys = [normalize_tweet(t) if isinstance(t, str) else "" for t in texts]
     rows = np.arange(table.num_rows)
-    if config.group_duplicates:
+    if config.stratify is not None and config.group_duplicates:
+        raise DataError("a split is either stratified by a label (--stratify) or keeps duplicate texts on one side "
+                        "(--group-duplicates), not both; pick one")
+    if config.stratify is not None:
+        labels = [str(v).strip() if v is not None else "" for v in column(table, config.stratify, path, "label")]
+        counts = {label: labels.count(label) for label in set(labels)}
+        rare = sorted(label for label, n in counts.items() if n < 2)
+        if rare:
+            raise DataError(f"{path}: label(s) {', '.join(map(repr, rare))} of column {config.stratify!r} occur once; a "
+                            "stratified split needs at least 2 rows of every label. Fix those rows or drop --stratify")
+        try:
+            train_idx, eval_idx = train_test_split(rows, test_size=config.eval_fraction, random_state=config.seed,
+                                                   stratify=labels)
+        except ValueError as exc:  # e.g. fewer eval rows than labels
+            raise DataError(f"{path}: cannot stratify by {config.stratify!r} at --eval-fraction "
+                            f"{config.eval_fraction} ({exc}); use a larger fraction or drop --stratify") from exc
+    elif config.group_duplicates:
         splitter = GroupShuffleSplit(n_splits=1, test_size=config.eval_fraction, random_state=config.seed)
         train_idx, eval_idx = next(splitter.split(rows, groups=keys))
     else:

@@ -110,6 +110,19 @@ class ScoreSummary:
     def rows_per_second(self) -> float:
         return self.rows_this_run / self.seconds if self.seconds > 0 else 0.0
 
+    def as_dict(self) -> dict:
+        """The summary as plain JSON values (``score --json``)."""
+        out = {"output": str(self.output), "rejects": str(self.rejects), "rows_read": self.rows_read,
+               "rows_scored": self.rows_scored, "rows_rejected": self.rows_rejected, "truncated": self.truncated,
+               "resumed_chunks": self.resumed_chunks, "rows_this_run": self.rows_this_run, "seconds": self.seconds,
+               "rows_per_second": self.rows_per_second}
+        if self.files is not None:
+            out.update({"files": self.files, "nodes": self.nodes, "encoded": self.encoded})
+        if self.gold is not None:
+            out["gold"] = {"column": self.gold.column, "labelled": self.gold.labelled, "accuracy": self.gold.accuracy(),
+                           "macro_f1": self.gold.macro_f1(), "missing": self.gold.missing, "unknown": self.gold.unknown}
+        return out
+
     def line(self) -> str:
         text = (f"read {self.rows_read:,} rows: {self.rows_scored:,} scored ({self.truncated:,} truncated), "
                 f"{self.rows_rejected:,} rejected -> {self.rejects}; {self.rows_per_second:,.0f} rows/s")

@@ -2,8 +2,11 @@
 
 Usage: python scripts/check_demo.py OUT_DIR DEMO_LOG
 
-Checks: the comparison report (report.md naming every method, results.json), its PNG plots (real
-PNG files; the learning curve drawn from at least 20 logged training-loss points), the scored file
+Checks: the comparison report (report.md naming every method once, by its head name, "knn" not
+"knn (knn)"; results.json; McNemar against the run's end-to-end model; the reference card's quoted
+0.7146 drawn exactly when the logged compare command passed ``--reference card``, as the demo does
+on GOP data only), its PNG plots (real PNG files; the learning curve drawn from at least 20 logged
+training-loss points), the scored file
 (one output row per input row of the eval split, counting rejects, in input order, the gold column
 kept beside pred_label), and the closing block that names each of them. Exits 1 with one line per
 broken promise.
@@ -17,6 +20,25 @@ from pathlib import Path
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("confusion_matrices.png", "accuracy.png", "learning_curve.png")
+HEADS = ("logistic", "lightgbm", "knn")
+CARD_ROW = "| reference card (quoted) | 0.7146 |"
+
+
+def _references(results: dict, text: str, log: str, report: Path) -> list[str]:
+    """The card is drawn exactly when the compare command (as ``set -x`` logged it) asked for it."""
+    commands = [l for l in log.splitlines() if l.startswith("+") and "cli.py compare" in l]
+    if not commands:
+        return ["the log shows no `cli.py compare` command (set -x): cannot tell which references it asked for"]
+    asked = "--reference card" in commands[-1]
+    drawn = [r.get("name") for r in results.get("references", [])]
+    found = []
+    if drawn != (["reference card (quoted)"] if asked else []):
+        found.append(f"{report / 'results.json'}: references {drawn}, but compare was run "
+                     f"{'with' if asked else 'without'} --reference card")
+    if (CARD_ROW in text) != asked:
+        found.append(f"{report / 'report.md'}: the card's 0.7146 row is {'missing' if asked else 'drawn'}, but compare "
+                     f"was run {'with' if asked else 'without'} --reference card")
+    return found
 
 
 def problems(out: Path, log: str) -> list[str]:
@@ -25,13 +47,22 @@ def problems(out: Path, log: str) -> list[str]:
     text = (report / "report.md").read_text() if (report / "report.md").is_file() else ""
     if not text:
         found.append(f"{report / 'report.md'}: missing or empty")
-    for method in ("end-to-end", "logistic", "lightgbm", "knn", "majority class"):
+    for method in ("end-to-end", *HEADS, "majority class"):
         if text and method not in text:
             found.append(f"{report / 'report.md'}: no row for {method!r}")
+    for head in HEADS:
+        if text and f"| {head} |" not in text:
+            found.append(f"{report / 'report.md'}: no row named plainly {head!r} (a doubled name such as "
+                         f"'{head} ({head})'?)")
     try:
-        json.loads((report / "results.json").read_text())
+        results = json.loads((report / "results.json").read_text())
     except (OSError, ValueError) as exc:
         found.append(f"{report / 'results.json'}: not readable JSON ({exc})")
+    else:
+        if results.get("mcnemar_reference", {}).get("kind") != "e2e":
+            found.append(f"{report / 'results.json'}: McNemar is not against the run's end-to-end model "
+                         f"({results.get('mcnemar_reference')})")
+        found += _references(results, text, log, report)
     for name in PLOTS:
         path = report / name
         if not path.is_file() or path.read_bytes()[:8] != PNG:

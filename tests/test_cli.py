@@ -22,7 +22,8 @@ def run(*args, ok=True):
 def test_help_lists_the_commands():
     import click
 
-    expected = {"split", "finetune", "embed", "train-head", "compare", "score", "cache", "predict"}
+    expected = {"split", "finetune", "embed", "train-head", "compare", "score", "cache", "predict", "serve",
+                "export", "push"}
     assert set(cli.commands) == expected  # registered subcommands, not words in the group's docstring
     assert set(cli.commands["cache"].commands) == {"info", "clear"}
     listed = run("--help").output.split("Commands:")[1].split()
@@ -48,13 +49,13 @@ def test_split_then_embed_twice_hits_the_cache(tmp_path, minilm_path):
     info = run("cache", "info").output
     assert f"minilm (cls, {enc.backend} {enc.precision}, dim 384)  24 vectors" in info
     store = [line for line in info.splitlines() if "24 vectors" in line][0].split()[0]
-    assert "removed" in run("cache", "clear", store[:8]).output
+    assert "removed" in run("cache", "clear", store[:8], "--yes").output
     after = run("cache", "info").output
     assert "no cache stores" in after
     if enc.backend == "openvino":  # the converted model stays until `cache clear all`
         assert "exports/  1 OpenVINO model(s)" in after
         run("embed", "--model", "minilm", "--input", tmp_path / "s" / "eval.csv")
-        assert "exports" in run("cache", "clear", "all").output
+        assert "exports" in run("cache", "clear", "all", "--yes").output
         assert "exports/" not in run("cache", "info").output
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .conftest import REPO
 
-PACKAGES = ("embed", "heads", "cache", "scoring", "comparison")
+PACKAGES = ("embed", "heads", "cache", "scoring", "comparison", "sharing", "serving")
 GROUND = ("fileio", "errors")  # modules every room may import: they import none of them
 
 
@@ -103,8 +103,10 @@ def test_rooms_keep_their_doors():
             assert not rooms, f"{module} imports {rooms}: cache/ knows keys and arrays only"
         if room(module) == "heads":
             assert not rooms & {"embed", "cache", "scoring"}, f"{module} imports {rooms}: heads see arrays only"
-        if room(module) == "scoring":
+        if room(module) in ("scoring", "serving"):
             assert "comparison" not in rooms, f"{module} imports {rooms}: scoring a file needs no experiment code"
+        if room(module) not in ("sharing", "cli"):
+            assert "sharing" not in rooms, f"{module} imports {rooms}: only cli.py uses sharing/ (push, export)"
 
 
 def _exception_classes() -> list[tuple[str, str, list[str]]]:

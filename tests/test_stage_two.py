@@ -67,24 +67,28 @@ def test_compare_writes_report_table_and_plots(workdir):
     tmp, _ = workdir
     out = run("compare", "--model", tmp / "run", "--test", tmp / "split" / "eval.csv",
               tmp / "heads" / "logistic", tmp / "heads" / "lightgbm", tmp / "heads" / "knn",
-              "--report-dir", tmp / "report").output
+              "--reference", "card", "--report-dir", tmp / "report").output
     results = json.loads((tmp / "report" / "results.json").read_text())
     assert results["rows"] == 30 and 0 < results["novel_rows"] < 30
     kinds = [m["kind"] for m in results["methods"]]
-    assert kinds == ["baseline", "e2e", "head", "head", "head"]
+    assert kinds == ["baseline", "e2e", "head", "head", "head"] and results["no_end_to_end"] is None
+    assert [m["name"] for m in results["methods"]][2:] == ["logistic", "lightgbm", "knn"]  # not "knn (knn)"
+    assert results["mcnemar_reference"]["kind"] == "e2e"  # a run: McNemar against its end-to-end model
     for method in results["methods"]:
         for subset in ("all", "novel"):
             m = method[subset]
             assert 0 <= m["accuracy"] <= 1 and m["accuracy_ci95"][0] <= m["accuracy"] <= m["accuracy_ci95"][1]
             assert set(m["f1_per_class"]) == {"Negative", "Neutral", "Positive"}
         if method["kind"] == "head":
-            assert method["all"]["mcnemar_p_vs_e2e"] is not None and method["fit_seconds"] > 0
+            assert method["all"]["mcnemar_p"] is not None and method["fit_seconds"] > 0
+    assert results["methods"][1]["all"]["mcnemar_p"] is None
     # the end-to-end row on cached CLS vectors equals the fine-tune's own final eval accuracy
     metrics = json.loads((tmp / "run" / "metrics.json").read_text())
     assert results["methods"][1]["all"]["accuracy"] == pytest.approx(metrics["history"][-1]["accuracy"])
     report = (tmp / "report" / "report.md").read_text()
     assert "| reference card (quoted) | 0.7146 |" in report and "## Novel test rows" in report
-    assert "McNemar p vs e2e" in report and "logistic (logistic)" in report
+    assert "McNemar p vs e2e" in report and "| logistic |" in report and "logistic (logistic)" not in report
+    assert [r["name"] for r in results["references"]] == ["reference card (quoted)"]  # asked for: drawn
     for png in ("confusion_matrices.png", "accuracy.png", "learning_curve.png"):
         data = (tmp / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -152,7 +156,7 @@ def test_compare_train_sizes_refits_every_head_on_samples_without_encoding_again
     results = json.loads((tmp / "curve" / "results.json").read_text())
     curve = results["label_curve"]
     assert curve["sizes"] == [9, 30, 120] and curve["train_rows"] == 120
-    assert list(curve["heads"]) == ["logistic (logistic)", "lightgbm (lightgbm)", "knn (knn)"]
+    assert list(curve["heads"]) == ["logistic", "lightgbm", "knn"]
     for points in curve["heads"].values():
         assert [len(p["runs"]) for p in points] == [2, 2, 1]  # the whole file once: every draw is the same
         assert [r["seed"] for r in points[0]["runs"]] == [42, 43]
@@ -164,7 +168,8 @@ def test_compare_train_sizes_refits_every_head_on_samples_without_encoding_again
     for method in results["methods"][2:]:
         whole = curve["heads"][method["name"]][-1]["all"]["accuracy"]["mean"]
         assert whole == pytest.approx(method["all"]["accuracy"]), method["name"]
-    assert curve["references"]["end-to-end, all training rows"] == results["methods"][1]["all"]["accuracy"]
+    # a run draws its end-to-end model as a reference line; the card only when --reference card is given
+    assert curve["references"] == {"end-to-end, all training rows": results["methods"][1]["all"]["accuracy"]}
     assert (tmp / "curve" / "label_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Accuracy per labelled tweet (all test rows)" in (tmp / "curve" / "report.md").read_text()
 
@@ -176,7 +181,7 @@ def test_compare_train_sizes_refits_every_head_on_samples_without_encoding_again
 
     counting = Counting(str(tmp / "run"))
     counting.encoded_ = []
-    compare(counting, tmp / "run", tmp / "split" / "eval.csv", heads[:1],
+    compare(counting, tmp / "split" / "eval.csv", heads[:1],
             config=CompareConfig(train_sizes=(9, "all"), repeats=1))
     assert counting.encoded_ == [0, 0]  # test and train vectors both come from the cache
 
