@@ -372,7 +372,7 @@ def test_damaged_index_through_the_cli_names_cache_clear(tmp_path, warm):
         failed = invoke(*args)
         assert_one_line_error(failed, "index.sqlite", "cache clear")
         prefix = index.parent.name[:8]
-        assert invoke("cache", "clear", prefix, "--cache-dir", tmp_path / "cache").exit_code == 0
+        assert invoke("cache", "clear", prefix, "--yes", "--cache-dir", tmp_path / "cache").exit_code == 0
         again = invoke(*args)
     assert again.exit_code == 0 and "20 texts, 0 cache hits, 20 encoded" in again.output
 
