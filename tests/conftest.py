@@ -61,3 +61,40 @@ def write_tweets(path: Path, n: int, seed: int = 0, label_col: str = "label") ->
 @pytest.fixture
 def sample_csv() -> Path:
     return SAMPLE
+
+
+def invoke_cli(*args, ok=True):
+    """The CLI run in-process on ``args`` (each made a string); with ``ok``, assert it exited 0."""
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def sample_heads(tmp: Path, other: bool = False) -> dict:
+    """The sample tweets embedded by the packaged MiniLM into ``tmp/cache``, and a logistic head fit on
+    them saved to ``tmp/head``; with ``other``, the same head saved as another 384-d model's (``tmp/other``)."""
+    from embed.encoder import Embedder
+    from heads import get_head
+
+    cache = tmp / "cache"
+    with open(SAMPLE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    embedder = Embedder("minilm", cache_dir=cache)
+    vectors, _ = embedder.embed([row["text"] for row in rows])
+    labels = [row["label"] for row in rows]
+    encoder = embedder.load()
+    get_head("logistic", C=1.0).fit(vectors, labels).save(tmp / "head", fingerprint=encoder.fingerprint,
+                                                            model=encoder.description)
+    found = {"tmp": tmp, "cache": cache, "head": tmp / "head", "rows": rows, "embedder": embedder,
+             "fingerprint": encoder.fingerprint}
+    if other:
+        get_head("logistic", C=1.0).fit(vectors, labels).save(
+            tmp / "other", fingerprint="f" * 64,
+            model={**encoder.description, "model": "another-384-d-model", "model_fingerprint": "x" * 64})
+        found["other"] = tmp / "other"
+    return found

@@ -5,18 +5,13 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from cli import cli
 
-from .conftest import write_tweets
+from .conftest import invoke_cli, write_tweets
 
 
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
+run = invoke_cli
 
 
 def test_help_lists_the_commands():

@@ -9,21 +9,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli import cli
 
-from .conftest import REPO, write_tweets
+from .conftest import REPO, invoke_cli, write_tweets
 
 PNG = b"\x89PNG\r\n\x1a\n"
 NO_E2E = "no end-to-end row: minilm is not a run folder written by `finetune`"
 
 
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
+run = invoke_cli
 
 
 @pytest.fixture(scope="module")

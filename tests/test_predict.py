@@ -17,30 +17,18 @@ from click.testing import CliRunner
 from cli import cli
 from embed.encoder import Embedder
 from embed.errors import DataError, ModelError
-from heads import HeadError, get_head
+from heads import HeadError
 from scoring.predictor import Predictor
 from scoring.score import ScoreConfig, score_files
 
-from .conftest import REPO, SAMPLE, write_tweets
+from .conftest import REPO, sample_heads, write_tweets
 
 TEXTS = ["What a great debate tonight!", "Worst moderators ever, total disaster", "Who won? Not sure yet."]
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory, minilm_path):
-    tmp = tmp_path_factory.mktemp("predict")
-    cache = tmp / "cache"
-    with open(SAMPLE, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    embedder = Embedder("minilm", cache_dir=cache)
-    vectors, _ = embedder.embed([row["text"] for row in rows])
-    head = get_head("logistic", C=1.0).fit(vectors, [row["label"] for row in rows])
-    encoder = embedder.load()
-    head.save(tmp / "head", fingerprint=encoder.fingerprint, model=encoder.description)
-    other = get_head("logistic", C=1.0).fit(vectors, [row["label"] for row in rows])
-    other.save(tmp / "other", fingerprint="f" * 64, model={**encoder.description, "model": "another-384-d-model",
-                                                             "model_fingerprint": "x" * 64})
-    return {"tmp": tmp, "cache": cache, "head": tmp / "head", "other": tmp / "other"}
+    return sample_heads(tmp_path_factory.mktemp("predict"), other=True)
 
 
 def _predictor(shared, head=None, model="minilm") -> Predictor:

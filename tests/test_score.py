@@ -23,7 +23,7 @@ from cli import cli
 from embed.encoder import Embedder
 from scoring.score import ScoreConfig, score_files
 
-from .conftest import REPO, SAMPLE, write_tweets
+from .conftest import REPO, sample_heads, write_tweets
 
 CLASSES = ["Negative", "Neutral", "Positive"]
 PROBA = [f"pred_proba_{c}" for c in CLASSES]
@@ -32,18 +32,7 @@ PROBA = [f"pred_proba_{c}" for c in CLASSES]
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory, minilm_path):
     """A cache with every sample tweet embedded, and a logistic head trained on those vectors."""
-    from heads import get_head
-
-    tmp = tmp_path_factory.mktemp("score")
-    cache = tmp / "cache"
-    with open(SAMPLE, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    embedder = Embedder("minilm", cache_dir=cache)
-    vectors, _ = embedder.embed([row["text"] for row in rows])
-    head = get_head("logistic", C=1.0).fit(vectors, [row["label"] for row in rows])
-    encoder = embedder.load()
-    head.save(tmp / "head", fingerprint=encoder.fingerprint, model=encoder.description)
-    return {"tmp": tmp, "cache": cache, "head": tmp / "head", "rows": rows, "fingerprint": encoder.fingerprint}
+    return sample_heads(tmp_path_factory.mktemp("score"))
 
 
 def score(shared, *args, head=None, model="minilm"):

@@ -26,10 +26,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
-from embed.encoder import Embedder
-from heads import get_head
 
-from .conftest import REPO, SAMPLE
+from .conftest import REPO, sample_heads
 
 LIMITS = {"max_texts": 64, "max_text_chars": 2000, "max_body_bytes": 65536, "max_batch_texts": 32}
 SERVER_ARGS = ("--max-texts", "64", "--max-text-chars", "2000", "--max-body-bytes", "65536",
@@ -40,20 +38,8 @@ SERVER_ARGS = ("--max-texts", "64", "--max-text-chars", "2000", "--max-body-byte
 def shared(tmp_path_factory, minilm_path):
     from embed.errors import DataError  # noqa: F401  (the module imports the library as score's tests do)
 
-    tmp = tmp_path_factory.mktemp("serve")
-    cache = tmp / "cache"
-    with open(SAMPLE, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    embedder = Embedder("minilm", cache_dir=cache)
-    vectors, _ = embedder.embed([row["text"] for row in rows])
-    head = get_head("logistic", C=1.0).fit(vectors, [row["label"] for row in rows])
-    encoder = embedder.load()
-    head.save(tmp / "head", fingerprint=encoder.fingerprint, model=encoder.description)
-    other = get_head("logistic", C=1.0).fit(vectors, [row["label"] for row in rows])
-    other.save(tmp / "other", fingerprint="f" * 64, model={**encoder.description, "model": "another-384-d-model",
-                                                             "model_fingerprint": "x" * 64})
-    return {"tmp": tmp, "cache": cache, "head": tmp / "head", "other": tmp / "other", "embedder": embedder,
-            "texts": list(dict.fromkeys(row["text"] for row in rows)), "fingerprint": encoder.fingerprint}
+    found = sample_heads(tmp_path_factory.mktemp("serve"), other=True)
+    return found | {"texts": list(dict.fromkeys(row["text"] for row in found["rows"]))}
 
 
 class Server:

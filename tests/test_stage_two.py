@@ -5,20 +5,14 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli import cli
 
-from .conftest import write_tweets
+from .conftest import invoke_cli, write_tweets
 
 pytestmark = pytest.mark.slow
 
 
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
+run = invoke_cli
 
 
 @pytest.fixture(scope="module")
