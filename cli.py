@@ -769,10 +769,13 @@ def predict(texts, model, head, input_path, text_col, as_json, pooling, max_leng
               help="Texts waiting for the encoder at most; past it a request gets 503 with Retry-After.")
 @click.option("--drain-seconds", type=click.FloatRange(0), default=_SERVE.drain_seconds,
               help="After SIGTERM, how long requests in flight may take to finish.")
+@click.option("--keep-alive-seconds", type=click.FloatRange(0, min_open=True), default=_SERVE.keep_alive_seconds,
+              help="How long an idle connection stays open; keep it above the clients' (or load balancer's) idle "
+                   "expiry so they close first.")
 @_embed_options
 @cache_dir_option
 def serve(model, head, host, port, max_batch_texts, max_wait_ms, max_texts, max_text_chars, max_body_bytes,
-          max_queued_texts, drain_seconds, pooling, max_length, batch_size, device, precision, backend, cache_dir):
+          max_queued_texts, drain_seconds, keep_alive_seconds, pooling, max_length, batch_size, device, precision, backend, cache_dir):
     """Serve a head on its model over HTTP: POST /predict {"texts": [...]}, GET /health, GET /info.
 
     Requests that arrive together are batched into one encoder call, through the embedding cache. A
@@ -784,7 +787,8 @@ def serve(model, head, host, port, max_batch_texts, max_wait_ms, max_texts, max_
 
     config = ServeConfig(host=host, port=port, max_batch_texts=max_batch_texts, max_wait_ms=max_wait_ms,
                          max_texts=max_texts, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes,
-                         max_queued_texts=max_queued_texts, drain_seconds=drain_seconds)
+                         max_queued_texts=max_queued_texts, drain_seconds=drain_seconds,
+                         keep_alive_seconds=keep_alive_seconds)
     embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir, progress=False)
     run_server(load_predictor(embedder, head), config, announce=click.echo)
 

@@ -95,7 +95,8 @@ def serve(predictor, config: ServeConfig, *, announce=print) -> None:
     ready = (f"serving {url}  model {predictor.model_id}  head {predictor.head_id}  "
              "(POST /predict, GET /health, GET /info; SIGTERM or Ctrl-C stops it)")
     server = _announcing_server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                               timeout_graceful_shutdown=config.drain_seconds, backlog=2048),
+                                               timeout_graceful_shutdown=config.drain_seconds, backlog=2048,
+                                               timeout_keep_alive=config.keep_alive_seconds),
                                 ready=lambda: announce(ready))
     # uvicorn drains on SIGTERM, then raises it again to whatever handler was there: this one ends quietly
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)

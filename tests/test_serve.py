@@ -300,6 +300,30 @@ def _raw_request(url: str, body: bytes, *, send: int | None = None) -> socket.so
     return sock
 
 
+def test_an_idle_connection_outlives_the_client_pools_expiry(server):
+    """The server keeps an idle connection longer than httpx's pool does (5 s), so the pool closes it
+    first; with uvicorn's default (5 s, the same) a pool reusing it at that moment lost the request
+    (CI: 1 of the storm's 1,000 got a ReadError)."""
+    import http.client
+
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        for attempt in range(2):
+            if attempt:
+                time.sleep(6)  # idle past httpx's keepalive_expiry
+            connection.request("POST", "/predict", body=json.dumps({"texts": ["kept open?"]}),
+                               headers={"Content-Type": "application/json"})
+            if not attempt:
+                sock = connection.sock
+            response = connection.getresponse()  # http.client does not reconnect: a closed socket raises here
+            assert response.status == 200, response.read()
+            assert len(json.loads(response.read())["predictions"]) == 1
+        assert connection.sock is sock  # the same connection both times
+    finally:
+        connection.close()
+
+
 def test_a_client_that_disconnects_does_not_break_its_batch(shared, server):
     long_texts = [" ".join(_new_texts(shared, 12, f"long{i}-")) for i in range(8)]  # slow to encode: 256 tokens each
 
