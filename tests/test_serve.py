@@ -264,7 +264,7 @@ def test_a_thousand_requests_from_64_clients_all_answered_each_with_its_own_text
     before = server.health()["served"]
     responses = asyncio.run(_storm(server.url, bodies, clients=64))
     lost = [r for r in responses if not isinstance(r, httpx.Response)]
-    assert not lost, f"{len(lost)} requests got no response, e.g. {lost[0]!r}"
+    assert not lost, f"{len(lost)} requests got no response, e.g. {lost[0]!r}\n{server.logs()}"
     errors = [r for r in responses if r.status_code != 200]
     assert not errors, f"{len(errors)} errors, e.g. {errors[0].status_code} {errors[0].text}"
     new = {}
