@@ -775,7 +775,8 @@ def predict(texts, model, head, input_path, text_col, as_json, pooling, max_leng
 @_embed_options
 @cache_dir_option
 def serve(model, head, host, port, max_batch_texts, max_wait_ms, max_texts, max_text_chars, max_body_bytes,
-          max_queued_texts, drain_seconds, keep_alive_seconds, pooling, max_length, batch_size, device, precision, backend, cache_dir):
+          max_queued_texts, drain_seconds, keep_alive_seconds, pooling, max_length, batch_size, device, precision,
+          backend, cache_dir):
     """Serve a head on its model over HTTP: POST /predict {"texts": [...]}, GET /health, GET /info.
 
     Requests that arrive together are batched into one encoder call, through the embedding cache. A

@@ -27,8 +27,8 @@ class ServeConfig:
         How long an idle connection is kept open for the client's next request. Longer than the
         client pools' own expiry (httpx 5 s, aiohttp 15 s, a load balancer's 60 s), so the client
         closes an idle connection first: a server that closes at the same moment a pool reuses it
-        loses that request (uvicorn's default of 5 s equals httpx's, and lost one in a thousand
-        under load).
+        loses that request (uvicorn's default of 5 s equals httpx's; the likely cause of one lost
+        request in a thousand in a CI run, not reproduced).
     """
 
     host: str = "127.0.0.1"
