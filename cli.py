@@ -555,8 +555,14 @@ def cache_clear(store, yes, cache_dir, as_json, quiet):
 @click.option("--concurrency", type=int, default=1, help="Ray actors, one model copy (and GPU, if any) each.")
 @click.option("--part-format", type=click.Choice(PART_FORMATS), default=ScoreConfig.part_format,
               help="Ray: the scored part files' format.")
-@click.option("--actor-cpus", type=float, default=ScoreConfig.actor_cpus,
-              help="Ray: CPUs each scoring actor reserves (readers take 0.5 each).")
+@click.option("--actor-cpus", type=float, default=None,
+              help="Ray: CPUs each scoring actor reserves (readers take 0.5 each) [default: 1, or 0.5 where the "
+                   "read tasks would otherwise find no free CPU]. A value that leaves no room is refused.")
+@click.option("--stall-timeout", "stall_seconds", type=float, default=ScoreConfig.stall_seconds, show_default=True,
+              help="Ray: seconds without a finished chunk before the run stops with a report of what is waiting.")
+@click.option("--resource-check/--no-resource-check", default=True, show_default=True,
+              help="Ray: check at plan time that the actors leave CPUs for the read tasks (skip it for an "
+                   "autoscaling cluster that will add nodes; the stall timeout still applies).")
 @click.option("--max-rejects", default=None, metavar="N|P%",
               help="Exit 1 (after writing everything) when more rows than this are rejected: a count, or a share "
                    "of the rows read such as 1%.")
@@ -564,8 +570,8 @@ def cache_clear(store, yes, cache_dir, as_json, quiet):
 @cache_dir_option
 @_summary_options
 def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, rejects, chunk_rows, engine,
-          ray_address, concurrency, part_format, actor_cpus, max_rejects, pooling, max_length, batch_size, device,
-          precision, backend, cache_dir, as_json, quiet):
+          ray_address, concurrency, part_format, actor_cpus, stall_seconds, resource_check, max_rejects, pooling,
+          max_length, batch_size, device, precision, backend, cache_dir, as_json, quiet):
     """Label INPUTS (files, folders, globs; CSV/TSV/JSONL/Parquet, optionally .gz) into one output file.
 
     Writes every input column, then pred_label, pred_proba_<class> per class, pred_model and pred_head.
@@ -604,7 +610,8 @@ def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, r
                              progress=False)
         config = ScoreConfig(text_col=text_col, keep_cols=keep, prefix=prefix, label_col=label_col, rejects=rejects,
                              chunk_rows=chunk_rows, engine=engine, concurrency=concurrency, ray_address=ray_address,
-                             part_format=part_format, actor_cpus=actor_cpus, progress=not quiet and not to_stdout)
+                             part_format=part_format, actor_cpus=actor_cpus, stall_seconds=stall_seconds,
+                             resource_check=resource_check, progress=not quiet and not to_stdout)
         summary = score_files(list(inputs), output, embedder, head, config)
         if to_stdout:
             with open(output, "rb") as handle:

@@ -68,6 +68,7 @@ MANIFEST = "manifest.json"
 SCORED, REJECTS, RECORDS = "scored", "rejects", "_records"
 PART_FORMATS = ("parquet", "csv")
 READ_CPUS = 0.5  # a reader is light next to an encoder: two share a core with room for a scorer
+AUTO_ACTOR_CPUS = (1.0, 0.5)  # tried in order when --actor-cpus is left out: multiples of READ_CPUS
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 _KIND = "tweetheads score --engine ray"
 
@@ -243,6 +244,134 @@ def _chunk_records(folder: Path) -> dict[tuple[int, int], dict]:
     return records
 
 
+@dataclass(frozen=True)
+class Sizing:
+    """What the plan-time check decided: CPUs per scoring actor, and why when it was not the default."""
+
+    actor_cpus: float
+    note: str | None = None
+
+
+def size_actors(node_cpus: list[float], concurrency: int, actor_cpus: float | None, gpus_per_actor: int = 0,
+                total_gpus: float = 0.0) -> Sizing:
+    """Actor CPUs that leave room for read tasks on a cluster whose alive nodes have ``node_cpus``.
+
+    The pipeline deadlocks when the scoring actors hold every CPU: the read tasks that feed them
+    (``READ_CPUS`` each) can then never start, and Ray waits forever without a word. So the actors
+    must fit on the nodes (each on one node) and leave at least one read task's CPUs free.
+    ``actor_cpus=None`` picks the first of ``AUTO_ACTOR_CPUS`` that fits (those are multiples of
+    ``READ_CPUS``, so free CPUs are never cut into pieces too small for a reader); an explicit value
+    that cannot fit is refused, in one line naming the numbers and the flags to change.
+    """
+    total = float(sum(node_cpus))
+    if gpus_per_actor and concurrency * gpus_per_actor > total_gpus:
+        raise TweetheadsError(f"--concurrency {concurrency} asks for {concurrency * gpus_per_actor} GPU(s), one per "
+                              f"scoring actor, and the Ray cluster has {total_gpus:g}; pass --concurrency "
+                              f"{int(total_gpus // gpus_per_actor) or 1} or fewer, or --device cpu")
+
+    def fits(cpus: float) -> bool:
+        placed = sum(int(c / cpus + 1e-9) for c in node_cpus)
+        return placed >= concurrency and total - concurrency * cpus >= READ_CPUS - 1e-9
+
+    if actor_cpus is not None:
+        if fits(actor_cpus):
+            return Sizing(float(actor_cpus))
+        most = max((n for n in range(concurrency, 0, -1) if total - n * actor_cpus >= READ_CPUS
+                    and sum(int(c / actor_cpus + 1e-9) for c in node_cpus) >= n), default=0)
+        fix = f"--concurrency {most} or fewer, or a smaller --actor-cpus" if most else "a smaller --actor-cpus"
+        raise TweetheadsError(
+            f"the Ray cluster has {total:g} CPUs ({_nodes(node_cpus)}); {concurrency} scoring actor(s) of "
+            f"{actor_cpus:g} CPUs each plus one read task of {READ_CPUS:g} need "
+            f"{concurrency * actor_cpus + READ_CPUS:g} and must each fit on one node, or the run would wait "
+            f"forever with the readers unscheduled; pass {fix} (or leave --actor-cpus out to size it)")
+    for cpus in AUTO_ACTOR_CPUS:
+        if fits(cpus):
+            note = None if cpus == AUTO_ACTOR_CPUS[0] else (
+                f"scoring actors sized to {cpus:g} CPU each (not {AUTO_ACTOR_CPUS[0]:g}) so read tasks fit beside "
+                f"{concurrency} of them on {total:g} CPUs")
+            return Sizing(cpus, note)
+    most = max(int((total - READ_CPUS) / AUTO_ACTOR_CPUS[-1] + 1e-9), 0)
+    raise TweetheadsError(
+        f"the Ray cluster has {total:g} CPUs ({_nodes(node_cpus)}): too few for {concurrency} scoring actors of at "
+        f"least {AUTO_ACTOR_CPUS[-1]:g} CPU each plus a read task of {READ_CPUS:g}; pass --concurrency "
+        f"{most} or fewer" + ("" if most else " after adding CPUs to the cluster") + ", or add nodes")
+
+
+def _nodes(node_cpus: list[float]) -> str:
+    return f"{len(node_cpus)} node(s): " + " + ".join(f"{c:g}" for c in node_cpus)
+
+
+def cluster_sizing(ray, config, gpus_per_actor: int) -> Sizing:
+    """:func:`size_actors` on the connected cluster's alive nodes (or the config as it is, unchecked)."""
+    if not config.resource_check:
+        return Sizing(AUTO_ACTOR_CPUS[0] if config.actor_cpus is None else float(config.actor_cpus),
+                      "resource check skipped (--no-resource-check)")
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    node_cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes]
+    gpus = float(sum(n.get("Resources", {}).get("GPU", 0.0) for n in nodes))
+    return size_actors(node_cpus, config.concurrency, config.actor_cpus, gpus_per_actor, gpus)
+
+
+class Stalled(TweetheadsError):
+    """No chunk finished within the stall timeout: the run is stopped instead of waiting forever."""
+
+
+def follow(rows, stall_seconds: float, describe: Callable[[], str]):
+    """Yield from ``rows`` (consumed on a thread); raise :class:`Stalled` when none arrives for ``stall_seconds``.
+
+    ``describe()`` says what the cluster is doing, for the message.
+    """
+    import queue
+    import threading
+
+    box: queue.Queue = queue.Queue(maxsize=64)
+    end = object()
+
+    def pump():
+        try:
+            for row in rows:
+                box.put((row, None))
+        except BaseException as exc:  # handed to the driver's thread, raised there
+            box.put((None, exc))
+        else:
+            box.put((end, None))
+
+    threading.Thread(target=pump, name="ray-rows", daemon=True).start()
+    while True:
+        try:
+            row, error = box.get(timeout=stall_seconds)
+        except queue.Empty:
+            _quiet_ray()  # shutting down under a waiting pipeline makes Ray log tracebacks of its own
+            raise Stalled(f"no chunk finished for {stall_seconds:g} s (--stall-timeout), so the run was stopped "
+                          f"instead of waiting: {describe()}. Finished chunks are kept: rerun the same command "
+                          "to resume, with fewer --concurrency or --actor-cpus if the CPUs are all taken, or a "
+                          "larger --stall-timeout if one chunk takes that long") from None
+        if error is not None:
+            raise error
+        if row is end:
+            return
+        yield row
+
+
+def _quiet_ray() -> None:
+    for name in [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+def _describe(ray, sizing: Sizing, concurrency: int) -> Callable[[], str]:
+    def describe() -> str:
+        try:
+            free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
+        except Exception as exc:  # the cluster itself may be the problem
+            return f"the cluster's resources could not be read ({exc})"
+        text = (f"{free:g} of {total:g} CPUs free; {concurrency} scoring actor(s) reserve {sizing.actor_cpus:g} "
+                f"each and each read task needs {READ_CPUS:g}")
+        if free < READ_CPUS:
+            text += ", so the read tasks that feed the actors cannot be scheduled"
+        return text
+    return describe
+
+
 def _connect(ray, config) -> None:
     path = os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
     options = dict(logging_level="WARNING", log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
@@ -250,6 +379,7 @@ def _connect(ray, config) -> None:
         ray.init(address=config.ray_address, **options)
         return
     ray.init(num_cpus=max(os.cpu_count() or 1, 2 * config.concurrency), include_dashboard=False, **options)
+    # (2 per actor: room for one actor of the largest automatic size and its readers)
 
 
 def score_on_ray(plan, config, formatter: RowFormatter, update: Callable[[int], None]) -> dict:
@@ -271,6 +401,7 @@ def score_on_ray(plan, config, formatter: RowFormatter, update: Callable[[int], 
     for record in done.values():
         update(record["rows_read"])
     started = time.perf_counter()
+    sizing = None
     if items:
         connected = not ray.is_initialized()
         if connected:
@@ -284,12 +415,14 @@ def score_on_ray(plan, config, formatter: RowFormatter, update: Callable[[int], 
             context.print_on_execution_start = False
             on_gpu = spec.embedder_params["backend"] == "torch" and spec.embedder_params["device"] != "cpu"
             gpus = 1 if on_gpu and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+            sizing = cluster_sizing(ray, config, gpus)  # refuses, before any work, a plan that cannot run
             dataset = (ray.data.from_items(items, override_num_blocks=len(items))
                        .flat_map(read_file, fn_kwargs={"spec": spec}, num_cpus=READ_CPUS)
                        .map(ChunkWriter, fn_constructor_kwargs={"spec": spec},
                             compute=ray.data.ActorPoolStrategy(size=config.concurrency),
-                            num_cpus=config.actor_cpus, num_gpus=gpus))  # Ray Data spreads actors over nodes
-            for row in dataset.iter_rows():
+                            num_cpus=sizing.actor_cpus, num_gpus=gpus))  # Ray Data spreads actors over nodes
+            rows = follow(dataset.iter_rows(), config.stall_seconds, _describe(ray, sizing, config.concurrency))
+            for row in rows:
                 update(int(row["rows_read"]))
         finally:
             data_logger.setLevel(level)
@@ -297,7 +430,9 @@ def score_on_ray(plan, config, formatter: RowFormatter, update: Callable[[int], 
                 ray.shutdown()
     accounting = check_folder(folder, plan.paths, plan.label_col, plan.classifier.classes_, config.part_format)
     accounting.update(resumed_chunks=len(done), resumed_rows=sum(r["rows_read"] for r in done.values()),
-                      cleared=cleared, seconds=time.perf_counter() - started)
+                      cleared=cleared, seconds=time.perf_counter() - started,
+                      actor_cpus=None if sizing is None else sizing.actor_cpus,
+                      sizing_note=None if sizing is None else sizing.note)
     manifest = {"kind": _KIND, "identity": plan.identity, "state": "finished", "part_format": config.part_format,
                 "columns": plan.columns, **{k: v for k, v in accounting.items() if k != "gold"}}
     write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1), durable=True)

@@ -82,7 +82,9 @@ class ScoreConfig:
     concurrency: int = 1  # Ray actors
     ray_address: str | None = None  # None: start a local Ray
     part_format: str = "parquet"  # Ray: the scored part files, "parquet" or "csv"
-    actor_cpus: float = 1.0  # Ray: CPUs each scoring actor reserves
+    actor_cpus: float | None = None  # Ray: CPUs each scoring actor reserves; None: 1, or 0.5 where readers need room
+    resource_check: bool = True  # Ray: refuse, at plan time, actors that would leave no CPU for the read tasks
+    stall_seconds: float = 300.0  # Ray: stop with a report when no chunk finishes for this long
     progress: bool = False
 
 
@@ -105,6 +107,8 @@ class ScoreSummary:
     nodes: list[str] | None = None  # Ray: the nodes that read or scored
     encoded: int | None = None  # Ray: distinct texts the workers had to encode (the rest came from caches)
     cleared: str | None = None  # Ray: what an earlier run left in the folder that was cleared first
+    actor_cpus: float | None = None  # Ray: CPUs each scoring actor reserved
+    sizing_note: str | None = None  # Ray: why the actors were sized as they were, when not the default
 
     @property
     def rows_per_second(self) -> float:
@@ -117,7 +121,8 @@ class ScoreSummary:
                "resumed_chunks": self.resumed_chunks, "rows_this_run": self.rows_this_run, "seconds": self.seconds,
                "rows_per_second": self.rows_per_second}
         if self.files is not None:
-            out.update({"files": self.files, "nodes": self.nodes, "encoded": self.encoded})
+            out.update({"files": self.files, "nodes": self.nodes, "encoded": self.encoded,
+                        "actor_cpus": self.actor_cpus, "sizing_note": self.sizing_note})
         if self.gold is not None:
             out["gold"] = {"column": self.gold.column, "labelled": self.gold.labelled, "accuracy": self.gold.accuracy(),
                            "macro_f1": self.gold.macro_f1(), "missing": self.gold.missing, "unknown": self.gold.unknown}
@@ -130,7 +135,8 @@ class ScoreSummary:
             text += f" (resumed after {self.resumed_chunks:,} finished chunks)"
         if self.files is not None:
             text += (f"\n{len(self.nodes or [])} Ray node(s); {self.encoded:,} texts encoded; driver CPU "
-                     f"{self.driver_cpu_seconds:.1f} s" + (f"; cleared {self.cleared} first" if self.cleared else ""))
+                     f"{self.driver_cpu_seconds:.1f} s" + (f"; cleared {self.cleared} first" if self.cleared else "")
+                     + (f"; {self.sizing_note}" if self.sizing_note else ""))
             for item in self.files[:_FILES_SHOWN]:
                 text += (f"\n  {item['file']}: read {item['rows_read']:,} = {item['rows_scored']:,} scored + "
                          f"{item['rows_rejected']:,} rejected")
@@ -230,7 +236,7 @@ def _score_on_ray(plan: Plan, config: ScoreConfig) -> ScoreSummary:
         done = score_on_ray(plan, config, formatter(plan), bar.update)
     summary = ScoreSummary(plan.output, plan.output / REJECTS, resumed_chunks=done["resumed_chunks"],
                            gold=done["gold"], files=done["files"], nodes=done["nodes"], encoded=done["encoded"],
-                           cleared=done["cleared"])
+                           cleared=done["cleared"], actor_cpus=done["actor_cpus"], sizing_note=done["sizing_note"])
     for key in ("rows_read", "rows_scored", "rows_rejected", "truncated"):
         setattr(summary, key, done[key])
     summary.rows_this_run = done["rows_read"] - done["resumed_rows"]
@@ -332,8 +338,10 @@ def _check_config(config: ScoreConfig) -> None:
         raise DataError(f"concurrency must be a whole number of at least 1, got {config.concurrency!r}")
     if config.part_format not in PART_FORMATS:
         raise DataError(f"part_format must be one of {', '.join(PART_FORMATS)}, got {config.part_format!r}")
-    if not isinstance(config.actor_cpus, (int, float)) or not config.actor_cpus > 0:
-        raise DataError(f"actor_cpus must be a number above 0, got {config.actor_cpus!r}")
+    if config.actor_cpus is not None and (not isinstance(config.actor_cpus, (int, float)) or not config.actor_cpus > 0):
+        raise DataError(f"actor_cpus must be a number above 0 (or None to size it), got {config.actor_cpus!r}")
+    if not isinstance(config.stall_seconds, (int, float)) or not config.stall_seconds > 0:
+        raise DataError(f"stall_seconds must be a number of seconds above 0, got {config.stall_seconds!r}")
 
 
 def output_format(path: Path) -> str:

@@ -271,3 +271,52 @@ def _csv_body(folder: Path) -> bytes:
     parts = sorted((folder / "scored").glob("part-*.csv"))
     body = [parts[0].read_bytes()] + [p.read_bytes().split(b"\n", 1)[1] for p in parts[1:]]
     return b"".join(body)
+
+
+def _one_file(folder: Path, n: int = 120) -> tuple[Path, int]:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "in.csv"
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([["id", "text", "label"], *_rows(n, folder.name)])
+    return path, n
+
+
+def _ray(cluster, *extra):
+    return ("--engine", "ray", "--ray-address", cluster["address"], *map(str, extra))
+
+
+def test_default_flags_with_as_many_actors_as_cluster_cpus_size_the_actors_and_score(cluster, head, tmp_path):
+    # the reported hang: two 1-CPU raylets, --concurrency 2, no --actor-cpus (1 CPU each would starve the readers)
+    path, n = _one_file(tmp_path / "auto")
+    out = cli_score([path], tmp_path / "ray", head, tmp_path / "cache", "--chunk-rows", 32,
+                    *_ray(cluster, "--concurrency", 2, "--stall-timeout", 120), env=cluster["env"])
+    assert f"read {n:,} rows: {n:,} scored" in out, out
+    assert "scoring actors sized to 0.5 CPU each (not 1) so read tasks fit beside 2 of them on 2 CPUs" in out, out
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert manifest["actor_cpus"] == 0.5 and manifest["rows_scored"] == n
+
+
+def test_actors_that_would_starve_the_readers_are_refused_before_any_work(cluster, head, tmp_path):
+    path, _ = _one_file(tmp_path / "refused")
+    started = time.monotonic()
+    proc = cli_score([path], tmp_path / "ray", head, tmp_path / "cache",
+                     *_ray(cluster, "--concurrency", 2, "--actor-cpus", 1), env=cluster["env"], wait=False)
+    out, _ = proc.communicate(timeout=300)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 1, out
+    assert "the Ray cluster has 2 CPUs (2 node(s): 1 + 1); 2 scoring actor(s) of 1 CPUs each" in out, out
+    assert "pass --concurrency 1 or fewer" in out and "Traceback" not in out, out
+    assert not list((tmp_path / "ray" / "_records").glob("chunk-*.json"))
+    assert seconds < 120, f"took {seconds:.0f} s to refuse"  # a hang is what this guards against
+
+
+def test_the_stall_watchdog_stops_a_deadlocked_run_and_says_what_waits(cluster, head, tmp_path):
+    path, _ = _one_file(tmp_path / "stalled")
+    proc = cli_score([path], tmp_path / "ray", head, tmp_path / "cache",
+                     *_ray(cluster, "--concurrency", 2, "--actor-cpus", 1, "--no-resource-check",
+                           "--stall-timeout", 15), env=cluster["env"], wait=False)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out
+    assert "no chunk finished for 15 s (--stall-timeout), so the run was stopped" in out, out
+    assert "0 of 2 CPUs free" in out and "read tasks that feed the actors cannot be scheduled" in out, out
+    assert "rerun the same command to resume" in out and "Traceback" not in out, out
