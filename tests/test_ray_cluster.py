@@ -171,8 +171,11 @@ def test_cluster_reads_scores_and_writes_on_both_nodes_like_the_local_engine(clu
 
     paths, read, rejected = messy_inputs(tmp_path / "in")
     cache = tmp_path / "cache"
-    out = cli_score(paths, tmp_path / "ray", head, cache, "--chunk-rows", 128, *on_cluster(cluster),
-                    env=cluster["env"])
+    # default flags with as many actors as the cluster has CPUs: the reported hang (1 CPU per actor would
+    # starve the read tasks), now sized to 0.5 CPU each by the plan-time check
+    out = cli_score(paths, tmp_path / "ray", head, cache, "--chunk-rows", 128, "--engine", "ray", "--ray-address",
+                    cluster["address"], "--concurrency", 2, "--stall-timeout", 240, env=cluster["env"])
+    assert "scoring actors sized to 0.5 CPU each (not 1) so read tasks fit beside 2 of them on 2 CPUs" in out, out
     assert f"read {read:,} rows: {read - rejected:,} scored (0 truncated), {rejected} rejected" in out, out
     assert "2 Ray node(s)" in out and f"{read - rejected:,} texts encoded" in out, out
     for path, n, bad in zip(paths, (705, 600, 501, 502, 401), (5, 0, 1, 2, 1)):
@@ -184,7 +187,7 @@ def test_cluster_reads_scores_and_writes_on_both_nodes_like_the_local_engine(clu
     reads = {json.loads(p.read_text())["node"] for p in (tmp_path / "ray" / "_records").glob("file-*.json")}
     assert reads <= set(cluster["nodes"])
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
-    assert manifest["state"] == "finished" and manifest["rows_read"] == read
+    assert manifest["state"] == "finished" and manifest["rows_read"] == read and manifest["actor_cpus"] == 0.5
     assert [f["rows_read"] for f in manifest["files"]] == [705, 600, 501, 502, 401]
 
     # the local engine on the same inputs (every text now in the cache): the same rows, labels, probabilities
@@ -283,17 +286,6 @@ def _one_file(folder: Path, n: int = 120) -> tuple[Path, int]:
 
 def _ray(cluster, *extra):
     return ("--engine", "ray", "--ray-address", cluster["address"], *map(str, extra))
-
-
-def test_default_flags_with_as_many_actors_as_cluster_cpus_size_the_actors_and_score(cluster, head, tmp_path):
-    # the reported hang: two 1-CPU raylets, --concurrency 2, no --actor-cpus (1 CPU each would starve the readers)
-    path, n = _one_file(tmp_path / "auto")
-    out = cli_score([path], tmp_path / "ray", head, tmp_path / "cache", "--chunk-rows", 32,
-                    *_ray(cluster, "--concurrency", 2, "--stall-timeout", 120), env=cluster["env"])
-    assert f"read {n:,} rows: {n:,} scored" in out, out
-    assert "scoring actors sized to 0.5 CPU each (not 1) so read tasks fit beside 2 of them on 2 CPUs" in out, out
-    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
-    assert manifest["actor_cpus"] == 0.5 and manifest["rows_scored"] == n
 
 
 def test_actors_that_would_starve_the_readers_are_refused_before_any_work(cluster, head, tmp_path):
