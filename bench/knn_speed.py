@@ -14,6 +14,14 @@ label = cluster mod 3. Queries are 1,000 fresh points from the same mixture.
    1M: build seconds, queries/s (best of 3) and ``recall_against_exact`` at k=10. At 1M the IVF
    index uses ``nlist=1024`` instead of the default 4*sqrt(n) = 4,000 lists, and HNSW is not
    built: both defaults take many minutes to build on 2 cores (see the table's notes).
+3. FAISS vs BLAS search (issue #34 item 5): the fitted head (k=15, flat) with ``search="faiss"``
+   against ``search="blas"`` (a matrix product per block of queries + argpartition, heads/exact.py),
+   set on the same fitted head, at 1k, 11,096 (the GOP train split's size, 384-d like MiniLM) and
+   100k stored vectors and 1, 10, 100, 300, 1,000 and 2,775 (GOP eval) queries per ``predict_proba`` call;
+   rotating order, best of the rounds; each round repeats a call until 0.2 s have passed. Prints
+   predictions/s, the ratio, where the two agree and the crossover; ``search="auto"`` follows
+   ``heads.exact.prefer_blas``. ``python bench/knn_speed.py --search-only`` runs just this table
+   (``--quick``: 1k and 11k stored, at most 100 queries).
 """
 from __future__ import annotations
 
@@ -168,7 +176,68 @@ def bench_ann(X, y, Q, sizes: list[int]) -> Table:
     return table
 
 
-def run(quick: bool = False) -> list[Table]:
+def bench_search(X, y, Q, sizes: list[int], query_counts: list[int]) -> Table:
+    from heads import get_head
+    from heads import exact
+    from heads.exact import prefer_blas
+
+    table = Table(
+        title=f"FAISS vs BLAS exact search, k=15, {DIM}-d: predictions/s by stored vectors and queries per call",
+        compared=(f"{common.cpu_header()} One fitted `get_head(\"knn\", k=15)` (flat index) per size; "
+                  "`set_params(search=\"faiss\")` (FAISS `IndexFlatIP.search`, its default OpenMP threads) "
+                  "against `search=\"blas\"` (numpy/OpenBLAS fp32 `queries @ vectors.T` in blocks of 32 MiB of "
+                  "similarities, then `argpartition`), same vectors and queries, each `predict_proba` call "
+                  "repeated until 0.2 s, variants in rotating order, best of 3 rounds. Both include the head's "
+                  "input checks and the vote. Ratio = BLAS predictions/s over FAISS's."),
+        columns=["stored", "queries per call", "FAISS pred/s", "BLAS pred/s", "BLAS vs FAISS",
+                 "same predictions", "max |proba diff|", "auto uses"])
+    crossover = {}
+    for n in sizes:
+        head = get_head("knn", k=15).fit(X[:n], y[:n])
+        for m in query_counts:
+            queries = Q[:m]
+
+            def calls(search, queries=queries):
+                head.set_params(search=search)
+                done, start = 0, time.perf_counter()
+                while time.perf_counter() - start < 0.2:
+                    head.predict_proba(queries)
+                    done += 1
+                return (time.perf_counter() - start) / done
+
+            best = {}
+            for r in range(3):
+                for search in (("faiss", "blas") if r % 2 == 0 else ("blas", "faiss")):
+                    best[search] = min(best.get(search, np.inf), calls(search))
+            proba = {search: head.set_params(search=search).predict_proba(queries) for search in ("faiss", "blas")}
+            faiss_qps, blas_qps = m / best["faiss"], m / best["blas"]
+            same = float(np.mean(proba["faiss"].argmax(1) == proba["blas"].argmax(1)))
+            diff = float(np.abs(proba["faiss"] - proba["blas"]).max())
+            table.add(n, m, faiss_qps, blas_qps, ratio(blas_qps, faiss_qps), f"{same:.4f}", diff,
+                      "blas" if prefer_blas(n, m) else "faiss")
+            log(f"knn search {n:,} x {m:,}: faiss {faiss_qps:,.0f}/s, blas {blas_qps:,.0f}/s")
+            if blas_qps > faiss_qps:
+                crossover.setdefault(n, []).append(m)
+    table.notes.append("Where BLAS was faster (queries per call, of those measured): " + "; ".join(
+        f"{n:,} stored: {', '.join(f'{m:,}' for m in crossover[n]) if n in crossover else 'none'}" for n in sizes)
+        + f". `search=\"auto\"` rule (`heads.exact.prefer_blas`): BLAS for calls of at most "
+        f"{exact.MAX_QUERIES:,} queries against at least {exact.MIN_STORED:,} stored vectors, FAISS otherwise.")
+    table.notes.append("Stored vectors are the synthetic clustered 384-d mixture above (not MiniLM vectors: "
+                       "search time depends on the shapes only); same predictions = share of queries whose "
+                       "predicted class agrees, max |proba diff| = float32 rounding of the similarities (the two "
+                       "kernels sum in different orders; tests/test_knn_search.py checks neighbours and ties).")
+    return table
+
+
+def run(quick: bool = False, search_only: bool = False) -> list[Table]:
+    search_sizes = [1_000, 11_096] if quick else [1_000, 11_096, 100_000]
+    search_queries = [1, 10, 100] if quick else [1, 10, 100, 300, 1_000, 2_775]
+    if search_only:
+        rng = np.random.default_rng(common.SEED)
+        centres = rng.standard_normal((1000, DIM), dtype=np.float32)
+        X, y = clustered(max(search_sizes), 1, centres)
+        Q, _ = clustered(max(search_queries), 2, centres)
+        return [bench_search(X, y, Q, search_sizes, search_queries)]
     sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
     ann_sizes = [20_000] if quick else [100_000, 1_000_000]
     n_queries = 1000
@@ -178,11 +247,19 @@ def run(quick: bool = False) -> list[Table]:
     X, y = clustered(max(sizes + ann_sizes), 1, centres)
     Q, _ = clustered(n_queries, 2, centres)
     log(f"knn: generated {len(X):,} vectors in {time.perf_counter() - start:.1f} s")
-    tables = [bench_exact(X, y, Q, sizes), bench_ann(X, y, Q, ann_sizes)]
+    Q_search, _ = clustered(max(search_queries), 3, centres)
+    tables = [bench_exact(X, y, Q, sizes), bench_ann(X, y, Q, ann_sizes),
+              bench_search(X, y, Q_search, search_sizes, search_queries)]
     tables[0].notes.append(f"Peak RSS of the benchmark process so far: {common.peak_rss_mb():,.0f} MB "
                            f"({len(X):,} x {DIM} float32 = {X.nbytes / 2**20:,.0f} MB stored).")
     return tables
 
 
 if __name__ == "__main__":
-    common.main(run)
+    import sys
+
+    if "--search-only" in sys.argv:  # only the FAISS vs BLAS table (issue #34 item 5)
+        for table in run(quick="--quick" in sys.argv, search_only=True):
+            print(table.markdown())
+    else:
+        common.main(run)

@@ -16,7 +16,14 @@ outvoted by sheer numbers.
 
 `device` "auto" uses a GPU when faiss has one (flat and ivf; faiss has no GPU HNSW). The
 index is copied to the CPU for saving; a device="gpu" head loads CPU-only with a warning.
-`n_threads` sets faiss.omp_set_num_threads (process-wide), so only when given.
+`n_threads` sets faiss.omp_set_num_threads (process-wide), so only when given; the BLAS search
+then runs under threadpoolctl's limit of as many BLAS threads.
+
+`search` picks how an exact (flat, CPU) index is searched: "faiss" (its own search), "blas" (a
+matrix product per block of queries and a partial sort, heads/exact.py: the same neighbours, a tie
+going to the lower training index as in FAISS) or "auto" (the default, and what a head.json saved
+before this parameter loads as): the BLAS when `heads.exact.prefer_blas` says it is faster for the
+call's sizes, the rule measured in bench/knn_speed.py. hnsw/ivf and GPU indexes always use FAISS.
 
 Left out: other metrics (L2, raw dot product), product quantisation (IVFPQ), adding vectors
 after fit, and pickling a GPU-resident head (save() it; faiss pickles CPU indexes itself).
@@ -32,6 +39,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from heads.base import BaseHead, HeadError, class_weights, damaged, dump_arrays, load_arrays, register, selection_score
+from heads.exact import prefer_blas, top_k
 
 
 @register("knn")
@@ -60,6 +68,9 @@ class KNNHead(BaseHead):
         Per-class vote weights.
     select_metric : {"accuracy", "macro_f1", "macro_recall"}, default="accuracy"
         What chooses ``k``.
+    search : {"auto", "faiss", "blas"}, default="auto"
+        How a flat CPU index is searched: FAISS, a BLAS matrix product, or whichever the measured
+        rule (``heads.exact.prefer_blas``) says is faster for the sizes of each call.
 
     Attributes
     ----------
@@ -72,7 +83,8 @@ class KNNHead(BaseHead):
 
     def __init__(self, *, k=None, ks=(1, 3, 5, 10, 15, 20, 30, 50), temperature=0.1,
                  index="flat", hnsw_m=32, ef_search=64, nlist=None, nprobe=16,
-                 device="auto", n_threads=None, class_weight=None, select_metric="accuracy"):
+                 device="auto", n_threads=None, class_weight=None, select_metric="accuracy",
+                 search="auto"):
         self.k = k
         self.ks = ks
         self.temperature = temperature
@@ -85,6 +97,7 @@ class KNNHead(BaseHead):
         self.n_threads = n_threads
         self.class_weight = class_weight
         self.select_metric = select_metric
+        self.search = search
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -93,6 +106,9 @@ class KNNHead(BaseHead):
                             f"'gpu'; found index={self.index!r}, device={self.device!r}")
         if self.device == "gpu" and self.index == "hnsw":
             raise HeadError("faiss has no GPU HNSW index; use index='flat'/'ivf' or device='cpu'")
+        if self.search not in ("auto", "faiss", "blas") or (self.search == "blas" and self.index != "flat"):
+            raise HeadError(f"search must be 'auto', 'faiss' or 'blas' (exact search, index='flat' only); "
+                            f"found search={self.search!r}, index={self.index!r}: use search='auto'")
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
             raise HeadError(f"temperature must be a positive number, found {self.temperature!r}")
         ks = list(self.ks) if self.k is None else [self.k]
@@ -147,6 +163,8 @@ class KNNHead(BaseHead):
             faiss.omp_set_num_threads(self.n_threads)
 
     def _search(self, queries, k):
+        if self._use_blas(len(queries)):
+            return self._blas_search(queries, k)
         if self.index == "hnsw":
             self.index_.hnsw.efSearch = max(self.ef_search, k)
         elif self.index == "ivf":
@@ -165,7 +183,37 @@ class KNNHead(BaseHead):
         prior = np.bincount(self.labels_, minlength=len(self.classes_)) / len(self.labels_)
         return np.where(total > 0, votes / np.where(total > 0, total, 1.0), prior)
 
+    def _use_blas(self, n_query: int) -> bool:
+        if self.index != "flat" or self.search == "faiss":
+            return False
+        return self.search == "blas" or (_to_cpu(self.index_) is self.index_
+                                         and prefer_blas(self.index_.ntotal, n_query))
+
+    def _blas_search(self, queries, k):
+        index = self.index_
+        if _to_cpu(index) is index:  # the flat index's own storage, no copy
+            matrix = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+        else:  # search="blas" on a GPU index: its vectors, copied to the CPU
+            matrix = index.reconstruct_n(0, index.ntotal)
+        if self.n_threads is None:
+            return top_k(queries, matrix, k)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=self.n_threads, user_api="blas"):
+            return top_k(queries, matrix, k)
+
     def selected_params(self) -> dict:
+        """The hyperparameters fit chose, as constructor parameters: ``{"k": k_}``.
+
+        ``clone(head).set_params(**head.selected_params()).fit(X, y)`` refits with the same k and no
+        search over ``ks`` (what ``refit`` does). Raises NotFittedError before fit.
+
+        Examples
+        --------
+        >>> head = KNNHead(ks=(1, 3)).fit(X, y)  # doctest: +SKIP
+        >>> head.selected_params()  # doctest: +SKIP
+        {'k': 3}
+        """
         check_is_fitted(self)
         return {"k": int(self.k_)}
 
