@@ -14,16 +14,14 @@ run's seed), the distinct in-batch pairs over all epochs both ways, and the pair
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from setfit_peer import sample  # noqa: E402
+import common  # bench/ is on sys.path: run as `python bench/batch_pairs.py`
+from setfit_peer import sample
 
 
 def distinct_pairs(lengths: list[int], batch_size: int, epochs: int, seed: int, grouped: bool) -> int:

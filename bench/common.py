@@ -24,9 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # bench/ is run as scripts from the repo root
-    sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]  # the project's packages import through its editable install
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -208,7 +206,8 @@ def main(run, argv=None) -> None:
     """Entry point shared by every benchmark file run alone: print its tables."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=(run.__module__ or "").strip())
+    doc = sys.modules[run.__module__].__doc__ or ""  # the module's docstring ("__main__" is no description)
+    parser = argparse.ArgumentParser(description=(doc.strip().splitlines() or [""])[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for smoke testing")
     args = parser.parse_args(argv)
     for table in run(quick=args.quick):

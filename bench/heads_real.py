@@ -130,7 +130,7 @@ def _child(code_root: Path, folder: Path, heads: list[str], params: dict) -> lis
 
 def run(quick: bool = False, before: str | None = BEFORE, run_dir: str | None = None, work: Path | None = None,
         params: dict | None = None):
-    import common  # bench/ is on sys.path; imported here only: it puts this checkout first on sys.path
+    import common  # bench/ is on sys.path; imported here only: the --worker child needs none of it
     from common import REPO, Table, log
 
     work = work or Path(tempfile.mkdtemp(prefix="heads-real-"))

@@ -19,15 +19,12 @@ import importlib
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 import traceback
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (puts the repo root on sys.path, sets HF_HUB_OFFLINE=1)
-from common import FLAGS, _cpu, cpu_summary  # noqa: E402
+import common  # bench/ is on sys.path (run as `python bench/run.py`); sets HF_HUB_OFFLINE=1
+from common import FLAGS, _cpu, cpu_summary
 
 BENCHMARKS = {  # module -> section title, in run order
     "embed_speed": "Embedding",

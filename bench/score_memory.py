@@ -177,7 +177,6 @@ def main() -> None:
     if args.child:
         return child(json.loads(args.child))
     if not args.rows:  # the table bench/run.py writes: 10k / 100k / 1M rows, cold and warm
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         for table in run(quick=args.quick):
             print(table.markdown())
         return
@@ -197,5 +196,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     main()

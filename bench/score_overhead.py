@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]  # the project's packages import through its editable install
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

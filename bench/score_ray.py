@@ -109,8 +109,6 @@ def run(quick: bool = False):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         child(json.loads(sys.argv[2]))
     else:

@@ -100,10 +100,9 @@ uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 EMBED = '''
 import json, sys, time
-sys.path.insert(0, sys.argv[1])
 from embed.encoder import Embedder
-texts = json.load(open(sys.argv[2]))
-embedder = Embedder("minilm", cache_dir=sys.argv[3])
+texts = json.load(open(sys.argv[1]))
+embedder = Embedder("minilm", cache_dir=sys.argv[2])
 embedder.encode_new(["warm up"])
 started = time.perf_counter()
 vectors, stats = embedder.embed(texts)
@@ -176,7 +175,7 @@ def _fresh_cache(work: Path, name: str) -> Path:
 
 def _embed_speed(work: Path, texts: list[str], name: str) -> dict:
     (work / "embed-texts.json").write_text(json.dumps(texts))
-    done = subprocess.run([sys.executable, "-c", EMBED, str(REPO), str(work / "embed-texts.json"),
+    done = subprocess.run([sys.executable, "-c", EMBED, str(work / "embed-texts.json"),
                            str(_fresh_cache(work, name))], cwd=REPO, env=_env(), capture_output=True, text=True,
                           check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -62,15 +62,13 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common  # bench/ is on sys.path: run as `python bench/setfit_peer.py`
 
 HEADS = ("logistic", "knn", "lightgbm")
 CHILD = r'''
@@ -96,7 +94,13 @@ def setfit_python() -> Path:
 
 
 def sample(labels: np.ndarray, per_class, seed: int) -> np.ndarray:
-    """``per_class`` rows of each label (seeded), or every row for ``"all"``."""
+    """``per_class`` rows of each label (seeded), or every row for ``"all"``.
+
+    Not ``comparison.label_curve.sample_rows``: that draws ``size`` rows in the labels' proportions (a
+    stratified ``train_test_split``), this one the same count of every label (SetFit's few-label budgets).
+    The recorded results (``bench/results/setfit-*.json``) and a resumed ``WORK/results.jsonl``, whose key
+    (method, per_class, seed) does not name the sampler, were drawn by this one.
+    """
     if per_class == "all":
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)
@@ -174,11 +178,16 @@ def run_finetune(texts, labels, eval_texts, seed: int, per_class: int, work: Pat
 
 
 def metrics(pred, gold: np.ndarray, novel: np.ndarray) -> dict:
-    from sklearn.metrics import f1_score
+    """``compare``'s figures (``comparison.compare.metrics``) under this file's keys: accuracy on all and on
+    novel rows, macro-F1 over every label in ``gold`` or ``pred``; NaN accuracy where no row is novel."""
+    from comparison.compare import CompareConfig
+    from comparison.compare import metrics as compare_metrics
 
-    pred = np.asarray(pred)
-    return {"acc": float(np.mean(pred == gold)), "acc_novel": float(np.mean(pred[novel] == gold[novel])),
-            "f1": float(f1_score(gold, pred, average="macro"))}
+    pred, config = np.asarray(pred), CompareConfig(bootstrap=1)  # the interval is not reported here
+    classes = sorted(set(gold.tolist()) | set(pred.tolist()))
+    every = compare_metrics(gold, pred, classes, None, config)
+    novel_rows = compare_metrics(gold[novel], pred[novel], classes, None, config)
+    return {"acc": every["accuracy"], "acc_novel": novel_rows.get("accuracy", float("nan")), "f1": every["macro_f1"]}
 
 
 SETFIT = "SetFit (MiniLM body, mean pooling, num_iterations=20)"

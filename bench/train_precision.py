@@ -23,10 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
+import common  # bench/ is on sys.path: run as `python bench/train_precision.py`
 
-import common  # noqa: E402
+REPO = common.REPO
 
 
 def _run(args: list[str], log: Path | None = None) -> None:

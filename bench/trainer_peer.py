@@ -31,8 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common  # bench/ is on sys.path: run as `python bench/trainer_peer.py`
 
 RECIPE = {"learning_rate": 2e-5, "num_train_epochs": 2, "per_device_train_batch_size": 8,
           "per_device_eval_batch_size": 8, "seed": 42, "adam_beta1": 0.9, "adam_beta2": 0.999,

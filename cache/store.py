@@ -57,12 +57,15 @@ def text_key(fingerprint: str, text: str) -> bytes:
 
 
 def default_cache_dir() -> Path:
+    """``$TWEETHEADS_CACHE_DIR`` if set, else ``~/.cache/tweetheads``."""
     env = os.environ.get("TWEETHEADS_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "tweetheads"
 
 
 @dataclass(frozen=True)
 class StoreInfo:
+    """One store as ``cache info`` lists it: folder, fingerprint, model description, vectors, bytes on disk."""
+
     path: Path
     fingerprint: str
     description: dict
@@ -305,6 +308,7 @@ class EmbeddingStore:
         return added
 
     def close(self) -> None:
+        """Drop the memory-mapped shards and close the SQLite index."""
         self._maps.clear()
         self._db.close()
 
@@ -321,16 +325,24 @@ class NullStore:
         return 0
 
     def get_many(self, keys):
+        """Nothing found: all-False flags and zero vectors of width ``dim``."""
         return np.zeros(len(keys), dtype=bool), np.zeros((len(keys), self.dim), dtype=np.float32)
 
     def put_many(self, keys, vectors) -> int:
+        """Store nothing; returns 0 (vectors written)."""
         return 0
 
     def close(self) -> None:
+        """Nothing to close."""
         pass
 
 
 def list_stores(root: str | Path) -> list[StoreInfo]:
+    """Every store under ``root`` (each folder with a store.json), in folder order.
+
+    A store whose metadata or index cannot be read is listed with 0 vectors and ``{"error": "unreadable"}``
+    as its description, so ``cache info`` and ``cache clear`` still see it.
+    """
     root = Path(root)
     infos = []
     for meta_path in sorted(root.glob("*/store.json")):

@@ -44,6 +44,7 @@ _OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
 
 def openvino_available() -> bool:
+    """Whether OpenVINO can be used: installed, and not switched off by ``TWEETHEADS_NO_OPENVINO=1``."""
     if os.environ.get("TWEETHEADS_NO_OPENVINO", "").lower() in ("1", "true", "yes"):
         return False
     return importlib.util.find_spec("openvino") is not None
@@ -79,6 +80,7 @@ _FAILED: dict = {}  # export key -> why it did not convert, for runs without a c
 
 
 def failure_marker(export_dir: Path) -> Path:
+    """The file beside ``export_dir`` that records a failed conversion, so later runs skip it."""
     return export_dir.parent / f"{export_dir.name}.failed.json"
 
 
@@ -95,6 +97,7 @@ def conversion_failed(key: str, export_dir: Path | None) -> str | None:
 
 
 def record_failure(key: str, export_dir: Path | None, error: str) -> None:
+    """Remember that this model failed to convert: in this process, and in its marker file when there is a folder."""
     _FAILED[key] = error
     if export_dir is not None:
         export_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +105,7 @@ def record_failure(key: str, export_dir: Path | None, error: str) -> None:
 
 
 def export_key(weights_digest: str, pooling: str) -> str:
+    """The converted graph's key: a hash of the weights digest, pooling, OpenVINO version and graph version."""
     import openvino as ov
 
     parts = {"weights": weights_digest, "pooling": pooling, "openvino": ov.__version__, "graph": 2}

@@ -38,10 +38,16 @@ _REDO = "export the bundle again from its run and head (`tweetheads export`), or
 
 
 def is_bundle(folder: str | Path) -> bool:
+    """Whether ``folder`` is a bundle written by ``tweetheads export`` (it holds the bundle manifest)."""
     return (Path(folder) / BUNDLE_MARKER).is_file()
 
 
 def read_manifest(folder: str | Path) -> dict:
+    """The bundle manifest of ``folder`` as a dict (not yet checked against the files: ``verify_bundle``).
+
+    Raises ModelError where it is unreadable, of another format or version, or lacks its ``files``,
+    ``model`` or ``head`` object.
+    """
     path = Path(folder) / BUNDLE_MARKER
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

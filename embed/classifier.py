@@ -10,6 +10,10 @@ from torch import nn
 
 
 class ClassifierHead(nn.Module):
+    """The end-to-end classifier on the pooled vector (DistilBERT's): dense + ReLU, dropout, then a linear layer
+    to one logit per label.
+    """
+
     def __init__(self, dim: int, n_labels: int, dropout: float = 0.2):
         super().__init__()
         self.pre_classifier = nn.Linear(dim, dim)
@@ -17,4 +21,5 @@ class ClassifierHead(nn.Module):
         self.classifier = nn.Linear(dim, n_labels)
 
     def forward(self, cls):
+        """Logits of shape ``(batch, n_labels)`` for pooled vectors ``cls`` of shape ``(batch, dim)``."""
         return self.classifier(self.dropout(nn.functional.relu(self.pre_classifier(cls))))

@@ -149,9 +149,11 @@ class LabelMap:
 
     @classmethod
     def from_labels(cls, labels: list[str]) -> "LabelMap":
+        """The mapping of the distinct labels in ``labels``, sorted (so the same labels give the same ids)."""
         return cls(tuple(sorted(set(labels))))
 
     def encode(self, labels: list[str], path: str | Path = "<labels>") -> list[int]:
+        """Each label's id; raises DataError naming the rows of ``path`` whose label is not in the map."""
         index = {name: i for i, name in enumerate(self.names)}
         unseen = sorted({label for label in labels if label not in index})
         if unseen:
@@ -163,10 +165,12 @@ class LabelMap:
         return [index[label] for label in labels]
 
     def save(self, path: str | Path) -> None:
+        """Write the labels as ``{"labels": [...]}`` JSON to ``path``."""
         Path(path).write_text(json.dumps({"labels": list(self.names)}, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "LabelMap":
+        """Read a mapping written by ``save``; raises DataError where the file is not one."""
         try:
             names = json.loads(Path(path).read_text())["labels"]
         except (OSError, ValueError, KeyError, TypeError) as exc:

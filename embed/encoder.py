@@ -50,6 +50,7 @@ def _cpu_only_torch() -> bool:
 
 
 def pick_device(device: str = "auto") -> str:
+    """``auto``: cuda where torch sees a GPU, else cpu; an explicit ``cuda...`` without a GPU raises ModelError."""
     if device == "cpu" or (device == "auto" and "torch" not in sys.modules and _cpu_only_torch()):
         return "cpu"
     import torch
@@ -95,6 +96,10 @@ def pick_precision(precision: str, device: str) -> str:
 
 @dataclass
 class EmbedStats:
+    """What one ``Embedder.embed`` call did: texts given, distinct texts, cache hits, texts encoded, texts truncated
+    (of those encoded), damaged cache rows dropped, seconds.
+    """
+
     texts: int = 0
     unique: int = 0
     hits: int = 0
@@ -105,9 +110,11 @@ class EmbedStats:
 
     @property
     def per_second(self) -> float:
+        """Texts per second over the whole call (infinite for a call that took no time)."""
         return self.texts / self.seconds if self.seconds > 0 else float("inf")
 
     def summary(self) -> str:
+        """One line for a person: texts, cache hits, encoded, seconds, texts/s."""
         return (f"{self.texts} texts, {self.hits} cache hits, {self.encoded} encoded, "
                 f"{self.seconds:.1f} s, {self.per_second:,.0f} texts/s")
 
@@ -139,6 +146,7 @@ class LoadedEncoder:
         return self.tokenizer
 
     def ensure_model(self):
+        """The torch encoder on its device and in its precision, loaded on first use."""
         if self.model is None:
             import torch
 
@@ -171,6 +179,7 @@ class LoadedEncoder:
         return ov_model
 
     def ensure_compiled(self):
+        """OpenVINO: the compiled encoder (converted or read by ``ensure_converted``), made on first use."""
         if self.compiled is None:
             from .backends import OpenVinoEncoder
 
@@ -277,9 +286,11 @@ class Embedder(TransformerMixin, BaseEstimator):
 
     @property
     def fingerprint_(self) -> str:
+        """The model fingerprint that keys this embedder's cache entries (loads the encoder's description)."""
         return self.load().fingerprint
 
     def open_store(self):
+        """The embedding store for this model's fingerprint, or a NullStore with the cache off (``cache_dir=None``)."""
         enc = self.load()
         root = self._cache_root()
         if root is None:
@@ -353,7 +364,9 @@ class Embedder(TransformerMixin, BaseEstimator):
         return vectors[rows_of], stats
 
     def fit(self, texts=None, y=None):
+        """Nothing to fit (scikit-learn protocol): returns ``self``."""
         return self
 
     def transform(self, texts) -> np.ndarray:
+        """The vectors of ``texts`` as a float32 array ``(n, dim)``, through the cache (``embed`` without its stats)."""
         return self.embed(list(texts))[0]

@@ -49,8 +49,17 @@ from .normalize import normalizer
 from .runs import CLASSIFIER_FILE, ENCODER_DIR, LABELS_FILE, artifact_digests, save_encoder
 
 
+OBJECTIVES = ("classify", "contrastive")
+PAIRS = ("all", "balanced")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
+    """Every value of a fine-tune: the model, the optimizer and schedule, the objective and pooling, data columns,
+    device and precision, checkpoints and logging. The defaults are the reference card's recipe; ``RECIPES``
+    names other presets. Values are checked when the config is made (``__post_init__``).
+    """
+
     model: str = DEFAULT_MODEL
     recipe: str = "card"  # the preset the other defaults came from (RECIPES), recorded in the run
     lr: float = 1e-6
@@ -83,6 +92,20 @@ class FinetuneConfig:
     log_every: int | None = None  # training loss every N steps; None: total_steps // 50 (about 50 points)
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Reject values no run could use, when the config is made (before any model or data is read)."""
+        if self.objective not in OBJECTIVES:
+            raise TweetheadsError(f"objective {self.objective!r}: expected one of {', '.join(OBJECTIVES)}")
+        if self.pairs not in PAIRS:
+            raise TweetheadsError(f"pairs {self.pairs!r}: expected one of {', '.join(PAIRS)}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise TweetheadsError(f"warmup_ratio {self.warmup_ratio}: expected a share of the steps in [0, 1), "
+                                  "e.g. 0.1 (SetFit's)")
+        if self.pooling not in POOLINGS:
+            raise TweetheadsError(f"pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
+        if self.log_every is not None and (not isinstance(self.log_every, int) or self.log_every < 1):
+            raise TweetheadsError(f"log_every must be a whole number of steps of at least 1, got {self.log_every!r}")
+
 
 def _amp_dtype(torch, precision: str, device: str):
     """The autocast dtype for ``precision`` on ``device`` (None: plain fp32).
@@ -108,8 +131,6 @@ def _amp_dtype(torch, precision: str, device: str):
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
-OBJECTIVES = ("classify", "contrastive")
-PAIRS = ("all", "balanced")
 # Named presets: the values that differ from FinetuneConfig's defaults (the card's recipe). ``setfit``
 # is SetFit's recipe inside ours, measured to tie SetFit at 8 and 32 labelled tweets a class and to
 # lead it on all GOP labels at a third of its training time (BENCHMARKS.md, "Few labels").
@@ -191,16 +212,7 @@ class _Trainer:
         self.batches_asked = config.group_by_length  # None: the objective's default (a resume keeps the run's own)
         if config.group_by_length is None:  # resolved here, so the run folder records which batches it drew
             config = replace(config, group_by_length=config.objective != "contrastive")
-        self.torch, self.config, self.run_dir = torch, config, run_dir
-        if config.objective not in OBJECTIVES:
-            raise TweetheadsError(f"objective {config.objective!r}: expected one of {', '.join(OBJECTIVES)}")
-        if config.pairs not in PAIRS:
-            raise TweetheadsError(f"pairs {config.pairs!r}: expected one of {', '.join(PAIRS)}")
-        if not 0.0 <= config.warmup_ratio < 1.0:
-            raise TweetheadsError(f"warmup_ratio {config.warmup_ratio}: expected a share of the steps in [0, 1), "
-                                  "e.g. 0.1 (SetFit's)")
-        if config.pooling not in POOLINGS:
-            raise TweetheadsError(f"pooling {config.pooling!r}: expected one of {', '.join(POOLINGS)}")
+        self.torch, self.config, self.run_dir = torch, config, run_dir  # config: checked by its __post_init__
         self.device = pick_device(config.device)
         self.source = resolve_model(config.model, cache_dir)
         torch.manual_seed(config.seed)
@@ -239,8 +251,6 @@ class _Trainer:
         # what it really trains in, recorded in the run folder and its model card ("auto" is only the request)
         self.trained_precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        if config.log_every is not None and (not isinstance(config.log_every, int) or config.log_every < 1):
-            raise TweetheadsError(f"log_every must be a whole number of steps of at least 1, got {config.log_every!r}")
         self.log_every = config.log_every or max(1, self.total_steps // 50)
         self.step, self.history, self.epoch_losses = 0, [], []
         self.training_log, self.log_losses = [], []  # (step, mean loss since the last point), losses not yet logged

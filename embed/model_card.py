@@ -61,6 +61,7 @@ def make_card(data, body: str):
 
 
 def eval_result(metric: str, value: float, file: dict, name: str):
+    """One ``huggingface_hub.EvalResult`` (text classification on the eval file) for a card's metadata."""
     from huggingface_hub import EvalResult
 
     file_name = Path(str(file.get("path", "eval"))).name
@@ -169,10 +170,12 @@ def run_card(info: dict, metrics: dict, name: str):
 
 
 def render_model_card(info: dict, metrics: dict, name: str | None = None) -> str:
+    """The run folder's model card as Markdown text (``name``: the run folder's name unless given)."""
     return str(run_card(info, metrics, name or Path(str(info.get("run_dir", ""))).name or "tweetheads-run"))
 
 
 def write_model_card(run_dir: Path, info: dict, metrics: dict) -> None:
+    """Write the run's model card to ``run_dir/README.md``."""
     run_card(info, metrics, Path(run_dir).name).save(Path(run_dir) / "README.md")
 
 

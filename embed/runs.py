@@ -88,6 +88,7 @@ def save_encoder(model, tokenizer, folder: Path, max_length: int, pooling: str =
 
 
 def read_run_info(run_dir: str | Path) -> dict:
+    """The run folder's ``tweetheads_run.json`` as a dict; raises ModelError where it is missing or unreadable."""
     path = Path(run_dir) / RUN_MARKER
     try:
         info = json.loads(path.read_text())
@@ -180,6 +181,7 @@ class EndToEndClassifier:
                 f"{' / '.join(_FLAGS[k] for k in differ)} so the run's own settings are used")
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)`` for pooled vectors ``X`` (softmax of the run's classifier)."""
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ModelError(f"expected {self.pooling} vectors of width {self.n_features_in_}, got shape {X.shape}")
@@ -190,4 +192,5 @@ class EndToEndClassifier:
         return exp / exp.sum(axis=1, keepdims=True)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """The most probable label of each row of ``X``, from ``classes_``."""
         return self.classes_[self.predict_proba(X).argmax(axis=1)]

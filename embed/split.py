@@ -23,6 +23,10 @@ from .normalize import normalize_tweet
 
 @dataclass(frozen=True)
 class SplitConfig:
+    """How ``split_file`` splits: the eval share, the seed, the text column, and optionally duplicates kept on one
+    side or a label column to stratify by.
+    """
+
     eval_fraction: float = 0.2
     seed: int = 42
     text_col: str = "text"
@@ -32,6 +36,8 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class SplitResult:
+    """The two files ``split_file`` wrote, their row counts, and how many eval rows also occur in train."""
+
     train_path: Path
     eval_path: Path
     train_rows: int
@@ -41,6 +47,12 @@ class SplitResult:
 
 
 def split_file(path: str | Path, out_dir: str | Path, config: SplitConfig = SplitConfig()) -> SplitResult:
+    """Split a CSV/Parquet file into ``out_dir/train`` and ``out_dir/eval`` (same format), seeded.
+
+    Random rows by default; with ``stratify`` both sides keep the label shares; with ``group_duplicates``
+    rows of the same normalized text stay on one side. Raises DataError for a bad fraction, too few rows,
+    labels seen once, or both options at once.
+    """
     if not 0.0 < config.eval_fraction < 1.0:
         raise DataError(f"eval fraction must be between 0 and 1, got {config.eval_fraction}")
     table = read_table(path)

@@ -47,6 +47,7 @@ class FileTokenizer:
         return {"input_ids": [e.ids for e in encoded]}
 
     def pad(self, batch: dict, return_tensors: str = "np") -> dict:
+        """Pad ``batch["input_ids"]`` to its longest row: numpy ``input_ids`` and ``attention_mask`` (numpy only)."""
         if return_tensors != "np":
             raise ValueError(f"FileTokenizer pads to numpy only, not {return_tensors!r}")
         rows = batch["input_ids"]

@@ -63,12 +63,15 @@ class GoldTally:
 
     @property
     def labelled(self) -> int:
+        """Rows counted: those with a gold label the head knows."""
         return int(self.confusion.sum())
 
     def accuracy(self) -> float | None:
+        """Accuracy on the counted rows, or None before any."""
         return float(np.trace(self.confusion) / self.labelled) if self.labelled else None
 
     def macro_f1(self) -> float | None:
+        """Macro-F1 over the classes that occur as gold or prediction, or None before any counted row."""
         if not self.labelled:
             return None
         hits = np.diag(self.confusion).astype(float)
@@ -78,6 +81,7 @@ class GoldTally:
         return float(f1[present].mean())
 
     def line(self) -> str:
+        """One line for the summary: accuracy and macro-F1 against the gold column, and the rows not counted."""
         if not self.labelled:
             text = f"against {self.column!r}: no row has a known gold label"
         else:
@@ -92,10 +96,12 @@ class GoldTally:
         return text + (f" ({'; '.join(extra)}; scored, not counted)" if extra else "")
 
     def state(self) -> dict:
+        """The counts as JSON values, for the progress file (``from_state`` reads them back)."""
         return {"column": self.column, "confusion": self.confusion.tolist(), "missing": self.missing,
                 "unknown": self.unknown, "unknown_labels": list(self.unknown_labels)}
 
     @classmethod
     def from_state(cls, state: dict, classes: list[str]) -> GoldTally:
+        """A tally continued from ``state`` (a resumed run)."""
         return cls(state["column"], classes, np.asarray(state["confusion"], dtype=np.int64), int(state["missing"]),
                    int(state["unknown"]), list(state["unknown_labels"]))

@@ -43,6 +43,7 @@ PROGRESS_VERSION = 1
 
 
 def sibling(path: Path, suffix: str) -> Path:
+    """``path`` with ``suffix`` added to its name, in the same folder (``out.csv`` -> ``out.csv.partial``)."""
     return path.with_name(path.name + suffix)
 
 
@@ -65,10 +66,12 @@ class Progress:
         return state
 
     def save(self, state: dict) -> None:
+        """Write ``state`` (with the format version and this command's identity) atomically."""
         state = {"version": PROGRESS_VERSION, "identity": self.identity, **state}
         write_atomic(self.path, json.dumps(state, indent=1))  # no folder fsync: an older progress file is valid too
 
     def remove(self) -> None:
+        """Delete the progress file and any temporary file left beside it."""
         self.path.unlink(missing_ok=True)
         sibling(self.path, ".tmp").unlink(missing_ok=True)
 
@@ -86,10 +89,12 @@ class CsvOutput:
         self.dirty = False
 
     def start(self) -> None:
+        """Begin a new ``FINAL.partial`` (replacing any) and write the header."""
         self.handle = open(self.partial, "wb")
         self.append([self.header])
 
     def resume(self, state: dict) -> bool:
+        """Reopen ``FINAL.partial`` cut back to the length ``state`` recorded; False where it is missing or shorter."""
         size = state.get(self.key)
         if not isinstance(size, int) or not self.partial.is_file() or self.partial.stat().st_size < size:
             return False
@@ -99,6 +104,7 @@ class CsvOutput:
         return True
 
     def append(self, rows: list[list]) -> None:
+        """Write ``rows`` at the end (each call as its own gzip member for ``.gz``); not yet fsynced."""
         if not rows:
             return
         data = csv_bytes(rows)
@@ -106,6 +112,7 @@ class CsvOutput:
         self.dirty = True
 
     def state(self) -> dict:
+        """Flush and fsync what was appended; ``{key: byte length}`` for the progress file."""
         if self.dirty:
             self.handle.flush()
             os.fsync(self.handle.fileno())
@@ -113,16 +120,19 @@ class CsvOutput:
         return {self.key: self.handle.tell()}
 
     def finish(self) -> None:
+        """Make everything durable, close, and rename ``FINAL.partial`` to FINAL."""
         self.state()
         self.close()
         os.replace(self.partial, self.final)
 
     def close(self) -> None:
+        """Close the file if open (it stays ``.partial``)."""
         if self.handle is not None:
             self.handle.close()
             self.handle = None
 
     def discard(self) -> None:
+        """Close and delete ``FINAL.partial``."""
         self.close()
         self.partial.unlink(missing_ok=True)
 
@@ -169,11 +179,15 @@ class ParquetOutput:
         return sorted(found)
 
     def start(self) -> None:
+        """Begin with an empty ``FINAL.parts/`` folder (any earlier parts deleted)."""
         self.discard()
         self.folder.mkdir(parents=True)
         self.parts = 0
 
     def resume(self, state: dict) -> bool:
+        """Keep the parts of the chunks ``state`` records as finished and delete later ones; False where
+        there is no parts folder, no recorded count, or not as many parts as recorded.
+        """
         if not self.folder.is_dir() or not isinstance(state.get("parts"), int):
             return False
         kept = 0
@@ -186,6 +200,7 @@ class ParquetOutput:
         return kept == state["parts"]
 
     def append(self, index: int, table: pa.Table) -> None:
+        """Write chunk ``index``'s rows as one part file (atomically); an empty table writes nothing."""
         if table.num_rows == 0:
             return
         with atomic_path(self._part(index)) as tmp:
@@ -193,10 +208,12 @@ class ParquetOutput:
         self.parts += 1
 
     def state(self) -> dict:
+        """Fsync the parts folder; ``{"parts": count}`` for the progress file."""
         fsync_dir(self.folder)
         return {"parts": self.parts}
 
     def finish(self) -> None:
+        """Combine the parts, in chunk order and under one unified schema, into FINAL; then delete the parts."""
         parts = [path for _, path in self._existing()]
         schema = unify_schemas([pq.read_schema(p) for p in parts]) if parts else self.empty_schema
         with atomic_path(self.final, durable=True) as tmp, pq.ParquetWriter(tmp, schema) as writer:
@@ -205,9 +222,11 @@ class ParquetOutput:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def close(self) -> None:
+        """Nothing to close: each part is written and closed by ``append``."""
         pass
 
     def discard(self) -> None:
+        """Delete ``FINAL.parts/``."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -260,6 +279,7 @@ def unify_schemas(schemas: list[pa.Schema]) -> pa.Schema:
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` cast to ``schema`` column by column; a column that becomes a string is rendered as text."""
     columns = []
     for column, field in zip(table.columns, schema):
         if column.type != field.type:
@@ -294,6 +314,7 @@ class RowFormatter:
         self._at: list[int] = []
 
     def labels(self, picked: np.ndarray) -> np.ndarray:
+        """The class names of the picked class indexes."""
         return self.classes[picked]
 
     def _positions(self, columns: list[str]) -> list[int]:
@@ -307,11 +328,13 @@ class RowFormatter:
         return self._at
 
     def rows(self, chunk, picked: np.ndarray, proba: np.ndarray) -> list[list]:
+        """A chunk's output rows as CSV cells: the kept columns, the label, each probability, the model and head ids."""
         at = self._positions(chunk.columns)
         return [[as_text(row[i]) for i in at] + [str(label)] + [str(p) for p in probs] + self.ids
                 for row, label, probs in zip(chunk.rows, self.labels(picked), proba)]
 
     def table(self, chunk, picked: np.ndarray, proba: np.ndarray) -> pa.Table:
+        """The same output as an Arrow table, with the kept columns' types hinted from the input file."""
         hints = self._hints(chunk.file)
         at = self._positions(chunk.columns)
         arrays = [arrow_column([row[i] for row in chunk.rows], hints[name]) for name, i in zip(self.kept, at)]

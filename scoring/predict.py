@@ -24,7 +24,8 @@ class Classifier(Protocol):
 
     classes_: np.ndarray
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(n, len(classes_))`` for vectors ``X`` ``(n, dim)``."""
 
 
 def predict_texts(embedder: Embedder, classifier: Classifier, truncation: Truncation,

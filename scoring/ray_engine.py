@@ -100,6 +100,7 @@ class WorkSpec:
 
 
 def part_name(file: int, chunk: int) -> str:
+    """The stem of chunk ``chunk`` of input ``file``'s part files: names sort in input order."""
     return f"part-{file:05d}-{chunk:08d}"
 
 

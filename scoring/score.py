@@ -112,6 +112,7 @@ class ScoreSummary:
 
     @property
     def rows_per_second(self) -> float:
+        """Rows read in this run per second (0 for a run that took no time)."""
         return self.rows_this_run / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict:
@@ -129,6 +130,7 @@ class ScoreSummary:
         return out
 
     def line(self) -> str:
+        """The summary for a person: rows read, scored, truncated and rejected, rows/s; Ray and resume details."""
         text = (f"read {self.rows_read:,} rows: {self.rows_scored:,} scored ({self.truncated:,} truncated), "
                 f"{self.rows_rejected:,} rejected -> {self.rejects}; {self.rows_per_second:,.0f} rows/s")
         if self.resumed_chunks:
@@ -345,6 +347,7 @@ def _check_config(config: ScoreConfig) -> None:
 
 
 def output_format(path: Path) -> str:
+    """``csv`` or ``parquet`` from the output's name (.csv, .csv.gz, .parquet); raises DataError otherwise."""
     name = Path(path).name.lower()
     for suffix, kind in _OUTPUT_SUFFIXES.items():
         if name.endswith(suffix) and len(name) > len(suffix):
@@ -353,6 +356,7 @@ def output_format(path: Path) -> str:
 
 
 def default_rejects(output: Path) -> Path:
+    """The rejects file beside ``output``: its name without the output suffix, plus ``.rejects.csv``."""
     name = output.name
     for suffix in _OUTPUT_SUFFIXES:
         if name.lower().endswith(suffix):
@@ -362,6 +366,7 @@ def default_rejects(output: Path) -> Path:
 
 
 def added_columns(classes, prefix: str = "") -> list[str]:
+    """The columns scoring adds, each after ``prefix``: ``label``, ``proba_CLASS`` per class, ``model``, ``head``."""
     return ([f"{prefix}label"] + [f"{prefix}proba_{c}" for c in np.asarray(classes).tolist()]
             + [f"{prefix}model", f"{prefix}head"])
 

@@ -30,6 +30,8 @@ from .body import RequestError
 
 @dataclass
 class Job:
+    """One request waiting in the queue: its texts, the future that gets its answer, and when it arrived (loop time)."""
+
     texts: list[str]
     future: asyncio.Future
     arrived: float
@@ -50,6 +52,8 @@ class Counters:
 
 
 class Busy(RequestError):
+    """503 ``busy``: the queue already holds ``--max-queued-texts`` texts; the client should retry."""
+
     def __init__(self, queued: int, limit: int):
         super().__init__(503, "busy", f"the server has {queued:,} texts waiting, at its limit of {limit:,} "
                          "(--max-queued-texts); retry in a moment, or restart serve with a larger --max-queued-texts",
@@ -83,6 +87,7 @@ class MicroBatcher:
         self.executor.submit(warm_up).result()
 
     async def start(self) -> None:
+        """Start the batching loop as a task on the running event loop."""
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="micro-batcher")
 

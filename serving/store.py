@@ -46,9 +46,11 @@ class WriteBehindStore:
 
     @property
     def dropped(self) -> int:
+        """Damaged rows the reader found and dropped (as ``EmbeddingStore.dropped``)."""
         return self.reader.dropped
 
     def get_many(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """``(found, vectors)`` for ``keys``: the committed store first, then the vectors still pending."""
         found, vectors = self.reader.get_many(keys)
         if self.pending and not found.all():
             with self._lock:
@@ -59,6 +61,7 @@ class WriteBehindStore:
         return found, vectors
 
     def put_many(self, keys: list[bytes], vectors: np.ndarray) -> int:
+        """Queue vectors for the writer thread (a key already pending keeps its first vector); returns ``len(keys)``."""
         with self._lock:
             for key, vector in zip(keys, np.array(vectors, dtype=np.float32)):
                 self.pending.setdefault(key, vector)
@@ -118,6 +121,7 @@ class ServingEmbedder(Embedder):
 
     @classmethod
     def like(cls, embedder: Embedder) -> ServingEmbedder:
+        """A ServingEmbedder with the same parameters as ``embedder``."""
         return cls(**embedder.get_params(deep=False))
 
     def open_live_store(self) -> None:
@@ -127,11 +131,13 @@ class ServingEmbedder(Embedder):
         self.live_store_ = WriteBehindStore(super().open_store(), super().open_store)
 
     def close_live_store(self) -> None:
+        """Commit what is pending and close the live store (``open_live_store`` undone); no-op without one."""
         if self.live_store_ is not None:
             self.live_store_.close_all()
             self.live_store_ = None
 
     def open_store(self):
+        """The live store in the thread that opened it (the encoder thread), else a fresh one as ``Embedder``."""
         live = self.live_store_
         if live is not None and live.owner == threading.get_ident():
             return live

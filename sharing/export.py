@@ -46,6 +46,10 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"
 
 @dataclass
 class ExportReport:
+    """What ``export_bundle`` wrote: the folder, model kind, head, file count and bytes, the OpenVINO export key
+    (None: not included), where the probe came from, seconds, and notes for the user.
+    """
+
     out: str
     model_kind: str  # "run" or "model"
     head: str
@@ -57,6 +61,7 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """The report for a person: one line, then each note on a line of its own."""
         text = (f"wrote {self.out}: {self.model_kind} + {self.head} head, {self.files} files, "
                 f"{self.bytes / 2**20:.1f} MiB, OpenVINO export {'included' if self.openvino else 'not included'}, "
                 f"in {self.seconds:.1f} s")

@@ -26,6 +26,9 @@ def name_of(value) -> str | None:
 
 
 def run_info(info: dict) -> dict:
+    """A copy of a run's ``tweetheads_run.json`` with paths replaced by their names (``name_of``) and
+    ``base_model_path`` and ``run_dir`` left out.
+    """
     out = json.loads(json.dumps(info))
     out.pop("base_model_path", None)
     out.pop("run_dir", None)
@@ -40,6 +43,7 @@ def run_info(info: dict) -> dict:
 
 
 def head_config(config: dict) -> dict:
+    """A copy of a head's ``head.json`` config with the model's path left out and its model name made portable."""
     out = json.loads(json.dumps(config))
     model = out.get("model")
     if isinstance(model, dict):
@@ -50,6 +54,7 @@ def head_config(config: dict) -> dict:
 
 
 def train_report(record: dict) -> dict:
+    """A copy of a head's ``train_report.json`` with its folder and data file paths replaced by their names."""
     out = json.loads(json.dumps(record))
     for key in ("out_dir", "train_path", "eval_path"):
         if out.get(key) is not None:
@@ -61,4 +66,5 @@ def train_report(record: dict) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` as indented UTF-8 JSON with a final newline."""
     Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -42,6 +42,7 @@ class PushPlan:
 
     @property
     def bytes(self) -> int:
+        """The total size of the files to upload, in bytes."""
         return sum((self.folder / name).stat().st_size for name in self.files)
 
 

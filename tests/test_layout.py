@@ -141,3 +141,50 @@ def test_every_public_error_derives_from_the_one_base():
 
         cls = getattr(importlib.import_module(module), name)
         assert issubclass(cls, errors.TweetheadsError), f"{module}.{name} ({bases}) does not derive from TweetheadsError"
+
+
+def test_bench_scripts_do_not_edit_sys_path():
+    """The project is installed (editable) and ``python bench/NAME.py`` puts bench/ itself on sys.path."""
+    import re
+
+    scripts = sorted((REPO / "bench").glob("*.py")) + sorted((REPO / "bench" / "results").glob("*/commands.sh"))
+    assert len(scripts) >= 15
+    edits = [f"{p.relative_to(REPO)}:{n}" for p in scripts for n, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"sys\.path\.(insert|append)\(", line)]
+    assert not edits, f"sys.path edited at {', '.join(edits)}: import through the editable install instead"
+
+
+def test_bench_readme_names_every_bench_file():
+    import re
+
+    readme = (REPO / "bench" / "README.md").read_text()
+    files = sorted(p.name for p in (REPO / "bench").iterdir() if p.suffix in (".py", ".sh"))
+    assert len(files) >= 20
+    missing = [name for name in files if not re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", readme)]
+    assert not missing, f"bench/README.md does not name {', '.join(missing)}: add a line for each (what it measures, " \
+                        "the command, where its results go)"
+
+
+DOCUMENTED = ("embed", "cache", "serving", "sharing", "scoring")  # every public def, class and method has a docstring
+
+
+def undocumented(paths) -> list[str]:
+    """``file:line name`` of each public top-level function or class, and each public method of a public class,
+    without a docstring (names starting with ``_`` are private)."""
+    found = []
+    for path in paths:
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or node.name.startswith("_"):
+                continue
+            members = [(node.name, node)] + [
+                (f"{node.name}.{sub.name}", sub) for sub in (node.body if isinstance(node, ast.ClassDef) else ())
+                if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)) and not sub.name.startswith("_")]
+            found += [f"{path.relative_to(REPO)}:{n.lineno} {name}" for name, n in members if not ast.get_docstring(n)]
+    return found
+
+
+def test_every_public_function_class_and_method_has_a_docstring():
+    paths = [p for pkg in DOCUMENTED for p in sorted((REPO / pkg).glob("*.py"))]
+    assert len(paths) >= 30
+    missing = undocumented(paths)
+    assert not missing, f"{len(missing)} public names without a docstring:\n" + "\n".join(missing)

@@ -10,7 +10,7 @@ LR=${LR:-5e-5}
 SPLIT=runs/setfit-128/tse/split
 RUN=runs/tse-minilm-2ep-b32
 OUT=bench/results/tse-minilm-2ep-b32
-[ -f $SPLIT/test.csv ] || .venv/bin/python -c "import sys; sys.path.insert(0, 'bench'); import common; \
+[ -f $SPLIT/test.csv ] || PYTHONPATH=bench .venv/bin/python -c "import common; \
 from pathlib import Path; print(common.peer_data_files('tse', Path('runs/setfit-128/tse')))"
 resume=""; [ -d $RUN/checkpoint ] && resume="--resume"
 date -u +%FT%TZ
