@@ -367,6 +367,10 @@ def _head_params(pairs: tuple[str, ...]) -> dict:
 @click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none",
               help="balanced: weight each class by n_samples / (n_classes * n_in_class), for skewed labels.")
 @click.option("--param", "params", multiple=True, help="Head parameter NAME=VALUE (repeatable), e.g. k=15.")
+@click.option("--calibrate", type=click.Choice(["temperature", "none"]), default="temperature",
+              help="temperature: fit a temperature on the rows that chose C / k / rounds (the 10% holdout, or --eval "
+                   "with --select-on eval), saved in head.json and applied to every probability; labels and accuracy "
+                   "are unchanged. none: the head's own probabilities.")
 @click.option("--probe-from-train", is_flag=True,
               help="Keep the first 64 training texts as the head's portability probe (saved verbatim in head.json) "
               "instead of the 64 texts shipped with tweetheads (the default: the head holds no training text).")
@@ -374,7 +378,7 @@ def _head_params(pairs: tuple[str, ...]) -> dict:
 @cache_dir_option
 @_summary_options
 def train_head(head_name, model, train_path, eval_path, output, text_col, label_col, max_train_rows, select_on,
-               select_metric, class_weight, params, probe_from_train, pooling, max_length, batch_size, device, precision,
+               select_metric, class_weight, params, calibrate, probe_from_train, pooling, max_length, batch_size, device, precision,
                backend, cache_dir, as_json, quiet):
     """Fit a head on cached embeddings of TRAIN, save it to OUTPUT, report on EVAL."""
     from heads import get_head
@@ -383,7 +387,8 @@ def train_head(head_name, model, train_path, eval_path, output, text_col, label_
     get_head(head_name)  # an unknown head fails before any embedding
     config = HeadConfig(head=head_name, params=_head_params(params), text_col=text_col, label_col=label_col,
                         max_train_rows=max_train_rows, select_on=select_on, select_metric=select_metric,
-                        class_weight=None if class_weight == "none" else class_weight, probe_from_train=probe_from_train)
+                        class_weight=None if class_weight == "none" else class_weight, probe_from_train=probe_from_train,
+                        calibrate=calibrate)
     embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir,
                          progress=not quiet)
     report = fit_head(embedder, train_path, output, config, eval_path=eval_path)
@@ -424,7 +429,7 @@ def compare(model, test_path, head_dirs, train_path, references, output, train_s
     from comparison.compare import CompareConfig, parse_reference
     from comparison.compare import compare as run_compare
     from comparison.label_curve import curve_table, parse_sizes
-    from comparison.report import summary, table
+    from comparison.report import probability_table, summary, table
 
     sizes = parse_sizes(train_sizes) if train_sizes else ()
     quoted = tuple(dict.fromkeys(parse_reference(r) for r in references))
@@ -437,6 +442,9 @@ def compare(model, test_path, head_dirs, train_path, references, output, train_s
     lines = list(summary(results))
     for subset in ("all", "novel"):
         lines += [f"\n{subset} rows:", *table(results, subset)]
+    for subset in ("all", "novel"):
+        lines += [f"\n{subset} rows, probabilities (ECE: {results['probability_definitions']['ece']}):",
+                  *probability_table(results, subset)]
     if "label_curve" in results:
         lines += ["\naccuracy per labelled tweet (all rows; mean and min-max over repeats):",
                   *curve_table(results["label_curve"], "all")]
@@ -563,6 +571,11 @@ def cache_clear(store, yes, cache_dir, as_json, quiet):
 @click.option("--resource-check/--no-resource-check", default=True, show_default=True,
               help="Ray: check at plan time that the actors leave CPUs for the read tasks (skip it for an "
                    "autoscaling cluster that will add nodes; the stall timeout still applies).")
+@click.option("--review-below", type=click.FloatRange(0, 1, min_open=True), default=None, metavar="P",
+              help="Also write every scored row whose top probability is under P (e.g. 0.6) to a review file; the "
+                   "rows stay in the output, and the summary counts them. Local engine, --output FILE only.")
+@click.option("--review", "review_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The review file for --review-below (CSV) [default: OUT's name ending .review.csv].")
 @click.option("--max-rejects", default=None, metavar="N|P%",
               help="Exit 1 (after writing everything) when more rows than this are rejected: a count, or a share "
                    "of the rows read such as 1%.")
@@ -570,7 +583,8 @@ def cache_clear(store, yes, cache_dir, as_json, quiet):
 @cache_dir_option
 @_summary_options
 def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, rejects, chunk_rows, engine,
-          ray_address, concurrency, part_format, actor_cpus, stall_seconds, resource_check, max_rejects, pooling,
+          ray_address, concurrency, part_format, actor_cpus, stall_seconds, resource_check, review_below, review_path,
+          max_rejects, pooling,
           max_length, batch_size, device, precision, backend, cache_dir, as_json, quiet):
     """Label INPUTS (files, folders, globs; CSV/TSV/JSONL/Parquet, optionally .gz) into one output file.
 
@@ -595,6 +609,9 @@ def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, r
     streams = "-" in inputs or str(output) == "-"
     if streams and engine == "ray":
         raise click.UsageError("--engine ray reads and writes files on its workers; - (stdin/stdout) needs --engine local")
+    if review_below is not None and str(output) == "-" and review_path is None:
+        raise click.UsageError("--review-below writes its review file beside --output, and --output is - (stdout); "
+                               "pass --review FILE, or write the output to a file")
     spool = Path(tempfile.mkdtemp(prefix="tweetheads-score-")) if streams else None
     try:
         if "-" in inputs:  # spooled to disk, not memory: stdin may be larger than RAM
@@ -611,7 +628,8 @@ def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, r
         config = ScoreConfig(text_col=text_col, keep_cols=keep, prefix=prefix, label_col=label_col, rejects=rejects,
                              chunk_rows=chunk_rows, engine=engine, concurrency=concurrency, ray_address=ray_address,
                              part_format=part_format, actor_cpus=actor_cpus, stall_seconds=stall_seconds,
-                             resource_check=resource_check, progress=not quiet and not to_stdout)
+                             resource_check=resource_check, progress=not quiet and not to_stdout,
+                             review_below=review_below, review=review_path)
         summary = score_files(list(inputs), output, embedder, head, config)
         if to_stdout:
             with open(output, "rb") as handle:

@@ -43,7 +43,19 @@ from embed.runs import read_run_info
 from scoring.predictor import load_checked
 from scoring.predict import E2E
 
+from .probability import BINS, COVERAGES, aligned, prior_proba, probability_metrics
 from .train_head import REPORT_FILE, predictions_per_second
+
+DEFINITIONS = {
+    "ece": f"expected calibration error: {BINS} equal-width bins of the top-class probability over [0, 1]; "
+           "sum over bins of (rows in bin / rows) * |accuracy - mean top probability| in the bin",
+    "brier": "multi-class Brier score: sum over classes of (probability - one-hot label)^2, mean over rows "
+             "(0 best, 2 worst)",
+    "log_loss": "sklearn.metrics.log_loss with the class list given",
+    "selective_accuracy": "accuracy on the most confident share of rows (top-class probability, ties in file "
+                          f"order), at coverages {', '.join(f'{c:.0%}' for c in COVERAGES)}",
+    "majority class": "probabilities: the training file's class shares on every row",
+}
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,9 @@ def parse_reference(text: str) -> Reference:
 
 @dataclass(frozen=True)
 class CompareConfig:
+    """What ``compare`` reads (columns, rows), how it measures (bootstrap, seed) and what it adds (label curve,
+    quoted references)."""
+
     text_col: str = "text"
     label_col: str = "label"
     bootstrap: int = 1000
@@ -144,6 +159,7 @@ def head_names(heads: list[tuple[Path, object]]) -> list[str]:
 
 
 def _training_file(model: str, run_dir: Path | None, train_path, sizes: tuple) -> Path:
+    """``--train`` as given, else the training file a run recorded; TweetheadsError when neither is there."""
     if train_path is not None:
         return Path(train_path)
     why = "novel test rows can be told apart" + (" and the heads refit for --train-sizes" if sizes else "")
@@ -158,101 +174,201 @@ def _training_file(model: str, run_dir: Path | None, train_path, sizes: tuple) -
     return Path(recorded)
 
 
-def compare(embedder, test_path, head_dirs: list, report_dir=None, train_path=None,
-            config: CompareConfig = CompareConfig()) -> dict:
-    """Score each head (and a run's end-to-end model) on ``test_path``; write the report when asked.
+@dataclass
+class Methods:
+    """What ``compare`` scores: the model, its run folder (or None), the training file and the checked classifiers."""
 
-    ``embedder``: an ``Embedder`` for any model; when it is a run folder its end-to-end classifier
-    is a row too. ``train_path`` is required unless the model is a run (which records its own).
-    """
-    quoted = [r.name for r in config.references]
+    model: str
+    encoder: object  # the loaded encoder: its description goes into results.json
+    run_dir: Path | None
+    train_path: Path
+    e2e: object | None  # the run's own classifier, checked against the vectors
+    heads: list[tuple[Path, object]]  # (folder, checked head)
+    names: list[str]  # each head's row name
+
+    @property
+    def no_e2e(self) -> str | None:
+        """The one line saying why there is no end-to-end row (None for a run)."""
+        return None if self.run_dir else f"no end-to-end row: {self.model} is not a run folder written by `finetune`"
+
+
+@dataclass
+class EvalRows:
+    """The test file embedded once, its labels, which rows are novel, and the training file's texts and labels."""
+
+    texts: list
+    y: np.ndarray
+    X: np.ndarray
+    novel: np.ndarray
+    train_texts: list
+    train_labels: list
+
+
+def check_references(references) -> None:
+    """TweetheadsError when one reference name is given twice (with different accuracies)."""
+    quoted = [r.name for r in references]
     if len(set(quoted)) < len(quoted):
         twice = next(name for name in quoted if quoted.count(name) > 1)
         raise TweetheadsError(f"--reference {twice!r} given twice with different accuracies; give each name once")
+
+
+def load_methods(embedder, head_dirs: list, train_path, config: CompareConfig) -> Methods:
+    """The run's end-to-end classifier (when the model is a run) and every head, each checked by ``load_checked``
+    before any text is embedded; TweetheadsError when there is nothing to compare or no training file."""
     encoder = embedder.load()
     run_dir = Path(encoder.source.run_dir) if encoder.source.kind == "run" else None
     model = str(embedder.model)
-    no_e2e = None if run_dir else f"no end-to-end row: {model} is not a run folder written by `finetune`"
     if run_dir is None and not head_dirs:
         raise TweetheadsError(f"nothing to compare: {model} is not a run folder, so it has no end-to-end model, and "
                               f"no HEAD_DIR was given; pass head folders trained with `train-head --model {model}`")
     train_path = _training_file(model, run_dir, train_path, tuple(config.train_sizes))
     e2e = load_checked(E2E, embedder).classifier if run_dir else None  # checked before any work
     heads = [(Path(d), load_checked(d, embedder).classifier) for d in head_dirs]
-    names = head_names(heads)
+    return Methods(model, encoder, run_dir, train_path, e2e, heads, head_names(heads))
 
+
+def load_rows(embedder, test_path, train_path: Path, config: CompareConfig) -> EvalRows:
+    """Embed the test file (through the cache) and mark its novel rows: normalized text not in the training file."""
     test = load_texts(test_path, config.text_col, config.label_col)
     train = load_texts(train_path, config.text_col, config.label_col, config.max_train_rows)
     norm, _ = normalizer(embedder.normalize)
     seen = {norm(t) for t in train.texts}
     novel = np.array([norm(t) not in seen for t in test.texts], dtype=bool)
-    y = np.asarray(test.labels)
     X, _ = embedder.embed(test.texts)
-    if e2e is not None:
-        classes = [str(c) for c in e2e.classes_]
-    else:
-        classes = sorted({str(c) for _, head in heads for c in head.classes_})
-    majority = max(set(train.labels), key=train.labels.count)
+    return EvalRows(test.texts, np.asarray(test.labels), X, novel, train.texts, train.labels)
 
-    methods = [{"name": "majority class", "kind": "baseline", "predictions": np.full(len(y), majority),
-                "fit_seconds": None, "predictions_per_second": None}]
-    run_metrics = {}
-    if e2e is not None:
-        metrics_path = run_dir / "metrics.json"
-        run_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        methods.append({"name": f"end-to-end ({read_run_info(run_dir).get('base_model', 'run')})", "kind": "e2e",
-                        "predictions": e2e.predict(X), "fit_seconds": run_metrics.get("train_seconds"),
-                        "predictions_per_second": predictions_per_second(e2e, X)})
-    for name, (folder, head) in zip(names, heads):
+
+def class_list(methods: Methods) -> list[str]:
+    """The report's classes: the end-to-end model's, else every head's, sorted."""
+    if methods.e2e is not None:
+        return [str(c) for c in methods.e2e.classes_]
+    return sorted({str(c) for _, head in methods.heads for c in head.classes_})
+
+
+def run_metrics_of(run_dir: Path | None) -> dict:
+    """The run's ``metrics.json`` (training seconds, learning history), or {} without a run or the file."""
+    if run_dir is None:
+        return {}
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def predict_all(methods: Methods, rows: EvalRows, run_metrics: dict) -> list[dict]:
+    """One dict per method, in report order (majority baseline, end-to-end, heads), with its predictions."""
+    y, X = rows.y, rows.X
+    majority = max(set(rows.train_labels), key=rows.train_labels.count)
+    classes = class_list(methods)
+    predicted = [{"name": "majority class", "kind": "baseline", "predictions": np.full(len(y), majority),
+                  "proba": prior_proba(rows.train_labels, classes, len(y)),
+                  "fit_seconds": None, "predictions_per_second": None}]
+    if methods.e2e is not None:
+        e2e = methods.e2e
+        predicted.append({"name": f"end-to-end ({read_run_info(methods.run_dir).get('base_model', 'run')})",
+                          "kind": "e2e", **_predictions(e2e, X, classes), "fit_seconds": run_metrics.get("train_seconds"),
+                          "predictions_per_second": predictions_per_second(e2e, X)})
+    for name, (folder, head) in zip(methods.names, methods.heads):
         report_file = folder / REPORT_FILE
         fit_seconds = json.loads(report_file.read_text()).get("fit_seconds") if report_file.exists() else None
-        methods.append({"name": name, "kind": "head", "predictions": head.predict(X), "fit_seconds": fit_seconds,
-                        "predictions_per_second": predictions_per_second(head, X)})
+        predicted.append({"name": name, "kind": "head", **_predictions(head, X, classes), "fit_seconds": fit_seconds,
+                          "predictions_per_second": predictions_per_second(head, X)})
+    return predicted
 
-    # McNemar against the end-to-end model, or without one the best head on all rows (the first of a tie)
-    candidates = [m for m in methods if m["kind"] == ("e2e" if e2e is not None else "head")]
-    against = max(candidates, key=lambda m: float(np.mean(m["predictions"] == y)) if len(y) else 0.0)
+
+def _predictions(classifier, X: np.ndarray, classes: list[str]) -> dict:
+    """A classifier's labels and its probabilities (columns in ``classes`` order), from one ``predict_proba``."""
+    proba = np.asarray(classifier.predict_proba(X))
+    labels = np.asarray(classifier.classes_)[np.argmax(proba, axis=1)] if len(X) else np.asarray([], dtype=str)
+    return {"predictions": labels, "proba": aligned(proba, [str(c) for c in classifier.classes_], classes)}
+
+
+def mcnemar_reference(predicted: list[dict], y: np.ndarray) -> dict:
+    """The method McNemar's test compares against: the end-to-end model, or without one the best head on all
+    rows (the first of a tie)."""
+    has_e2e = any(m["kind"] == "e2e" for m in predicted)
+    candidates = [m for m in predicted if m["kind"] == ("e2e" if has_e2e else "head")]
+    return max(candidates, key=lambda m: float(np.mean(m["predictions"] == y)) if len(y) else 0.0)
+
+
+def score_methods(predicted: list[dict], rows: EvalRows, classes: list[str], config: CompareConfig
+                  ) -> tuple[list[dict], dict]:
+    """Each method's metrics on all and novel rows, and the McNemar reference's description."""
+    y, novel = rows.y, rows.novel
+    against = mcnemar_reference(predicted, y)
     reference_correct = against["predictions"] == y
-    rows = []
-    for m in methods:
+    scored = []
+    for m in predicted:
         ref = None if m is against else reference_correct
-        rows.append({**m, "correct": m["predictions"] == y,
-                     "all": metrics(y, m["predictions"], classes, ref, config),
-                     "novel": metrics(y[novel], m["predictions"][novel], classes,
-                                      None if ref is None else ref[novel], config)})
+        correct = m["predictions"] == y
+        scored.append({**m, "correct": correct,
+                       "all": {**metrics(y, m["predictions"], classes, ref, config),
+                               **probability_metrics(m["proba"], y, classes, correct)},
+                       "novel": {**metrics(y[novel], m["predictions"][novel], classes,
+                                           None if ref is None else ref[novel], config),
+                                 **probability_metrics(m["proba"][novel], y[novel], classes, correct[novel])}})
     mcnemar = {"name": against["name"], "kind": against["kind"],
                "label": "e2e" if against["kind"] == "e2e" else against["name"],
                "why": "the end-to-end model" if against["kind"] == "e2e" else
-               "the best head by accuracy on all test rows, as there is no end-to-end model"}
+               "the best head by accuracy on all test rows, as there is no end-to-end model",
+               "accuracy": float(reference_correct.mean()) if len(y) else float("nan")}
+    return scored, mcnemar
 
+
+def curve_of(embedder, methods: Methods, rows: EvalRows, mcnemar: dict, references: list[dict],
+             config: CompareConfig) -> dict:
+    """The label curve (``label_curve``): every head refit on samples of the training file (embedded once, cached)."""
+    from .label_curve import CurveConfig, label_curve
+
+    X_train, _ = embedder.embed(rows.train_texts)  # cached: encoded at most once
+    curve = label_curve(list(zip(methods.names, (head for _, head in methods.heads))), X_train,
+                        np.asarray(rows.train_labels), rows.X, rows.y, rows.novel,
+                        CurveConfig(tuple(config.train_sizes), config.repeats, config.seed))
+    curve["references"] = {}
+    if methods.e2e is not None:
+        curve["references"]["end-to-end, all training rows"] = mcnemar["accuracy"]
+    curve["references"].update({r["name"]: r["accuracy"] for r in references})
+    return curve
+
+
+def write_report(report_dir, scored: list[dict], rows: EvalRows, classes: list[str], run_metrics: dict,
+                 results: dict) -> None:
+    """Write the plots, ``results.json`` and ``report.md`` into ``report_dir`` (made if missing)."""
+    from .plots import write_plots
+    from .report import render_report
+
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    results["plots"] = write_plots(report_dir, scored, rows.y, classes, run_metrics, results)
+    (report_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (report_dir / "report.md").write_text(render_report(results))
+
+
+def compare(embedder, test_path, head_dirs: list, report_dir=None, train_path=None,
+            config: CompareConfig = CompareConfig()) -> dict:
+    """Score each head (and a run's end-to-end model) on ``test_path``; write the report when asked.
+
+    ``embedder``: an ``Embedder`` for any model; when it is a run folder its end-to-end classifier
+    is a row too. ``train_path`` is required unless the model is a run (which records its own).
+    In order: load and check every method, embed the test rows and mark the novel ones, predict,
+    score (all and novel rows, McNemar), the label curve when asked for, the report.
+    """
+    check_references(config.references)
+    methods = load_methods(embedder, head_dirs, train_path, config)
+    rows = load_rows(embedder, test_path, methods.train_path, config)
+    classes = class_list(methods)
+    run_metrics = run_metrics_of(methods.run_dir)
+    scored, mcnemar = score_methods(predict_all(methods, rows, run_metrics), rows, classes, config)
     references = [asdict(r) for r in config.references]
-    curve = None
-    if config.train_sizes:
-        from .label_curve import CurveConfig, label_curve
-
-        X_train, _ = embedder.embed(train.texts)  # cached: encoded at most once
-        curve = label_curve(list(zip(names, (head for _, head in heads))), X_train, np.asarray(train.labels), X, y,
-                            novel, CurveConfig(tuple(config.train_sizes), config.repeats, config.seed))
-        curve["references"] = {}
-        if e2e is not None:
-            curve["references"]["end-to-end, all training rows"] = float(reference_correct.mean())
-        curve["references"].update({r["name"]: r["accuracy"] for r in references})
     results = {
-        "test": str(test_path), "train": str(train_path), "model_name": model,
-        "run": None if run_dir is None else str(run_dir), "model": encoder.description,
-        "no_end_to_end": no_e2e, "rows": int(len(y)), "novel_rows": int(novel.sum()), "classes": classes,
-        "references": references, "mcnemar_reference": mcnemar,
-        "methods": [{k: v for k, v in r.items() if k not in ("predictions", "correct")} for r in rows],
+        "test": str(test_path), "train": str(methods.train_path), "model_name": methods.model,
+        "run": None if methods.run_dir is None else str(methods.run_dir), "model": methods.encoder.description,
+        "no_end_to_end": methods.no_e2e, "rows": int(len(rows.y)), "novel_rows": int(rows.novel.sum()),
+        "classes": classes, "references": references,
+        "mcnemar_reference": {k: v for k, v in mcnemar.items() if k != "accuracy"},
+        "methods": [{k: v for k, v in r.items() if k not in ("predictions", "proba", "correct")} for r in scored],
+        "probability_definitions": DEFINITIONS,
     }
-    if curve is not None:
-        results["label_curve"] = curve
+    if config.train_sizes:
+        results["label_curve"] = curve_of(embedder, methods, rows, mcnemar, references, config)
     if report_dir is not None:
-        from .plots import write_plots
-        from .report import render_report
-
-        report_dir = Path(report_dir)
-        report_dir.mkdir(parents=True, exist_ok=True)
-        results["plots"] = write_plots(report_dir, rows, y, classes, run_metrics, results)
-        (report_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        (report_dir / "report.md").write_text(render_report(results))
+        write_report(report_dir, scored, rows, classes, run_metrics, results)
     return results

@@ -32,6 +32,8 @@ ALL = "all"
 
 @dataclass(frozen=True)
 class CurveConfig:
+    """The label curve's sample sizes (or "all"), repeats per size and first seed."""
+
     sizes: tuple = (32, 128, 512, 2048, ALL)  # labelled rows per sample, or "all"
     repeats: int = 3
     seed: int = 42

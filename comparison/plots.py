@@ -1,4 +1,5 @@
-"""PNG plots for the comparison: confusion matrices, accuracy with intervals, the learning and label curves."""
+"""PNG plots for the comparison: confusion matrices, accuracy with intervals, calibration (reliability diagram and
+confidence histogram), coverage-accuracy, the learning and label curves."""
 from __future__ import annotations
 
 from itertools import cycle
@@ -10,6 +11,7 @@ STYLES = ("--", ":", "-.", (0, (5, 1)))  # reference lines, in turn
 
 
 def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,6 +52,7 @@ def accuracy_limits(rows: list[dict], references=()) -> tuple[float, float]:
 
 def write_plots(report_dir: Path, rows: list[dict], y: np.ndarray, classes: list[str], run_metrics: dict,
                 results: dict) -> list[str]:
+    """Write every plot that applies into ``report_dir``; returns their file names in report order."""
     plt = _pyplot()
     written = []
     references = [(r["name"], r["accuracy"]) for r in results.get("references", [])]
@@ -98,6 +101,10 @@ def write_plots(report_dir: Path, rows: list[dict], y: np.ndarray, classes: list
     plt.close(fig)
     written.append("accuracy.png")
 
+    if any("reliability" in r["all"] for r in rows):
+        calibration_plot(report_dir / "calibration.png", rows)
+        coverage_plot(report_dir / "coverage.png", rows, y)
+        written += ["calibration.png", "coverage.png"]
     if run_metrics.get("history") or run_metrics.get("training_log"):
         learning_curve(report_dir / "learning_curve.png", run_metrics, references)
         written.append("learning_curve.png")
@@ -105,6 +112,62 @@ def write_plots(report_dir: Path, rows: list[dict], y: np.ndarray, classes: list
         plot_curve(report_dir / "label_curve.png", results["label_curve"])
         written.append("label_curve.png")
     return written
+
+
+def calibration_plot(path: Path, rows: list[dict]) -> None:
+    """``calibration.png``: left, the reliability diagram on all test rows (accuracy against mean top probability
+    per bin, one curve per method, each point labelled with its row count); right, the confidence histogram
+    (rows per bin of the top probability, per method)."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
+    left.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for row in rows:
+        m = row["all"]
+        if "reliability" not in m:
+            continue
+        bins = [b for b in m["reliability"] if b["rows"]]
+        line, = left.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", markersize=4,
+                          label=f"{row['name']} (ECE {m['ece']:.3f})")
+        for b in bins:
+            left.annotate(f"{b['rows']:,}", (b["confidence"], b["accuracy"]), fontsize=6, color=line.get_color(),
+                          xytext=(2, 3), textcoords="offset points")
+        edges = [b["low"] for b in m["reliability"]] + [m["reliability"][-1]["high"]]
+        right.stairs([b["rows"] for b in m["reliability"]], edges, color=line.get_color(), label=row["name"])
+    left.set_xlim(0, 1), left.set_ylim(0, 1)
+    left.set_xlabel("mean top-class probability in the bin (15 equal-width bins)")
+    left.set_ylabel("accuracy in the bin (labels: rows)")
+    left.set_title("reliability diagram, all test rows")
+    left.legend(fontsize=7, loc="upper left")
+    right.set_xlim(0, 1)
+    right.set_xlabel("top-class probability")
+    right.set_ylabel("rows")
+    right.set_title("confidence histogram")
+    right.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def coverage_plot(path: Path, rows: list[dict], y: np.ndarray) -> None:
+    """``coverage.png``: accuracy on the most confident rows against the share of rows kept (all test rows)."""
+    from .probability import coverage_curve
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for row in rows:
+        if "proba" not in row or not len(y):
+            continue
+        coverage, accuracy = coverage_curve(row["proba"], row["correct"])
+        ax.plot(coverage, accuracy, linewidth=1.3, label=row["name"])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("coverage: share of rows kept, most confident first")
+    ax.set_ylabel("accuracy on the rows kept")
+    ax.set_title("selective prediction (all test rows)")
+    ax.grid(color="0.9", linewidth=0.8)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def learning_curve(path: Path, run_metrics: dict, references=()) -> None:

@@ -5,12 +5,14 @@ from embed.model_card import fixed
 
 
 def _p(value) -> str:
+    """A p-value cell."""
     if value is None:
         return "-"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def _rate(value) -> str:
+    """A predictions-per-second cell."""
     return "-" if value is None else f"{value:,.0f}"
 
 
@@ -20,6 +22,7 @@ def mcnemar_header(results: dict) -> str:
 
 
 def table(results: dict, subset: str) -> list[str]:
+    """Markdown rows of the main table on ``subset`` ("all" or "novel"): accuracy, CI, F1s, McNemar, speed."""
     classes = results["classes"]
     head = ["method", "accuracy", "95% CI", "macro-F1", "macro-recall"] + [f"F1 {c}" for c in classes] + \
         [mcnemar_header(results), "fit s", "pred/s"]
@@ -41,6 +44,26 @@ def table(results: dict, subset: str) -> list[str]:
     return lines
 
 
+def probability_table(results: dict, subset: str) -> list[str]:
+    """Markdown rows: each method's ECE, Brier, log-loss, mean top probability and selective accuracy on ``subset``."""
+    coverages = None
+    lines = []
+    for method in results["methods"]:
+        m = method[subset]
+        if not m.get("rows") or "ece" not in m:
+            continue
+        if coverages is None:
+            coverages = list(m["selective_accuracy"])
+            head = ["method", "ECE", "Brier", "log-loss", "mean top p"] + [
+                f"acc @ {float(c):.0%} coverage" for c in coverages]
+            lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        cells = [method["name"] + (" (class shares)" if method["kind"] == "baseline" else ""), fixed(m["ece"]),
+                 fixed(m["brier"]), fixed(m["log_loss"]), fixed(m["mean_confidence"])]
+        cells += [fixed(m["selective_accuracy"][c]) for c in coverages]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def summary(results: dict) -> list[str]:
     """The lines ``compare`` prints above its tables: rows, and why there is no end-to-end row."""
     lines = [f"{results['rows']} test rows, {results['novel_rows']} novel"]
@@ -50,6 +73,7 @@ def summary(results: dict) -> list[str]:
 
 
 def render_report(results: dict) -> str:
+    """``report.md``: the model and files, the tables on all and novel rows, probabilities, label curve, plots."""
     model = results["model"]
     given = results.get("model_name")
     where = f", run `{results['run']}`" if results.get("run") else (
@@ -72,6 +96,12 @@ def render_report(results: dict) -> str:
         "", "## All test rows", "", *table(results, "all"),
         "", "## Novel test rows (text not in the training file)", "", *table(results, "novel"), "",
     ]
+    definitions = results.get("probability_definitions")
+    if definitions:
+        lines += ["## Probabilities: calibration and selective prediction", "",
+                  *(f"- {name.replace('_', ' ')}: {text}." for name, text in definitions.items()), ""]
+        for subset, title in (("all", "All test rows"), ("novel", "Novel test rows")):
+            lines += [f"### {title}", "", *probability_table(results, subset), ""]
     curve = results.get("label_curve")
     if curve:
         from .label_curve import curve_table

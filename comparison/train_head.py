@@ -7,6 +7,14 @@ afterwards is an honest held-out figure. ``select_on="eval"`` picks them on the 
 (as the reference workflows do; the eval figure is then optimistic by the selection).
 ``select_and_fit`` is that procedure alone, on arrays (the heads benchmark times it).
 
+Calibration (``calibrate="temperature"``, ``train-head --calibrate``): the same held-out rows that chose
+the hyperparameters also fit a temperature (``heads.calibration``): the probe head, fitted on the other
+90%, predicts them (rows it never saw), ``BaseHead.calibrate`` fits T on those probabilities, and the
+final head, refit on every row, keeps that T (``set_calibration``). The head then saves T in head.json
+and ``predict_proba`` applies it everywhere (score, predict, serve, compare). With ``select_on="eval"``
+the eval file fits T too (and the eval figures are then optimistic by it, as by the selection). The
+most probable class, hence accuracy, does not change.
+
 ``class_weight`` ("balanced") and ``select_metric`` (accuracy, macro_f1, macro_recall) are head
 parameters that every head takes; the config passes them on, they are saved in ``head.json``
 with the other parameters, and the summary line shows them.
@@ -38,12 +46,16 @@ from embed.probe import shipped_probe
 from fileio import sha256_file
 from heads import get_head
 from heads.base import PROBE_TEXTS, REPORT_FILE
+from heads.calibration import METHODS as CALIBRATIONS
+from heads.calibration import MIN_ROWS
 
 CARD_FILE = "README.md"
 
 
 @dataclass(frozen=True)
 class HeadConfig:
+    """How ``fit_head`` trains a head: which head and parameters, the columns, selection, calibration, probe."""
+
     head: str = "logistic"
     params: dict = field(default_factory=dict)
     text_col: str = "text"
@@ -54,10 +66,13 @@ class HeadConfig:
     class_weight: str | None = None  # None or "balanced" (every head)
     select_metric: str = "accuracy"  # what picks C / k / rounds: accuracy, macro_f1, macro_recall
     probe_from_train: bool = False  # True: the probe is the first training texts, kept verbatim in head.json
+    calibrate: str = "temperature"  # "temperature": fit T on the selection holdout; "none": the head's own probabilities
 
 
 @dataclass
 class HeadReport:
+    """What ``fit_head`` did: rows, the hyperparameters chosen, the calibration, timings, eval figures."""
+
     head: str
     out_dir: str
     train_rows: int
@@ -74,18 +89,36 @@ class HeadReport:
     recall_vs_exact: float | None = None  # approximate kNN indexes only
     class_weight: str | None = None
     select_metric: str = "accuracy"
+    calibration: dict | None = None  # head.json's calibration (None: uncalibrated)
 
     def summary(self) -> str:
+        """One line: fit time and choices, calibration, embedding, and the eval figures when there was an eval file."""
         text = (f"{self.head}: fit {self.fit_seconds:.2f} s on {self.train_rows} rows "
                 f"(chose {', '.join(f'{k}={v:g}' for k, v in self.selected.items()) or 'defaults'} "
                 f"by {self.select_metric}; class_weight {self.class_weight or 'none'}); "
                 f"embedded with {self.encoded} texts encoded")
+        text += "; " + calibration_line(self.calibration)
         if self.accuracy is not None:
             text += (f"; eval ({self.eval_rows} rows): accuracy {self.accuracy:.4f}, macro-F1 {self.macro_f1:.4f}, "
                      f"{self.predictions_per_second:,.0f} predictions/s")
         if self.recall_vs_exact is not None:
             text += f"; approximate index recall vs exact: {self.recall_vs_exact:.3f}"
         return text
+
+
+def calibration_line(calibration: dict | None) -> str:
+    """How a head's probabilities are calibrated, for the summary (and its card)."""
+    if calibration is None:
+        return "uncalibrated (--calibrate none)"
+    if calibration["temperature"] == 1.0 and calibration["smoothing"] == 0.0:
+        if calibration["rows"] < MIN_ROWS:
+            return (f"not calibrated: {calibration['rows']} held-out rows are too few to fit a temperature "
+                    f"(at least {MIN_ROWS}; train on more rows or pass --calibrate none)")
+        return f"not calibrated: no temperature lowered the log-loss of the {calibration['rows']} held-out rows"
+    before, after = calibration.get("nll_before"), calibration.get("nll_after")
+    nll = "" if after is None else f", log-loss {'inf' if before is None else f'{before:.3f}'} -> {after:.3f}"
+    smoothing = f", smoothing {calibration['smoothing']:g}" if calibration["smoothing"] else ""
+    return f"temperature {calibration['temperature']:.3f}{smoothing} (fitted on {calibration['rows']} held-out rows{nll})"
 
 
 def predictions_per_second(head, X: np.ndarray, repeats: int = 3) -> float:
@@ -99,26 +132,34 @@ def predictions_per_second(head, X: np.ndarray, repeats: int = 3) -> float:
 
 
 def select_and_fit(head, X: np.ndarray, y: np.ndarray, select_on: str = "train", seed: int = 42,
-                   X_eval: np.ndarray | None = None, y_eval: np.ndarray | None = None):
+                   X_eval: np.ndarray | None = None, y_eval: np.ndarray | None = None, calibrate: str = "none"):
     """Choose the head's hyperparameters (on a stratified 10% of train, or on the eval set), then fit.
 
     ``select_on="train"``: a probe fitted on 90% of the rows picks them on the other 10%, and the
     head is refit on every row with the choice fixed. ``"eval"``: one fit that picks them on
-    (X_eval, y_eval). Returns the fitted head.
+    (X_eval, y_eval). ``calibrate="temperature"`` fits a temperature on those same selection rows
+    (the probe's probabilities on its holdout, or the head's on the eval set). Returns the fitted head.
     """
+    if calibrate not in CALIBRATIONS:
+        raise TweetheadsError(f"calibrate must be one of {', '.join(CALIBRATIONS)}, got {calibrate!r}")
     if select_on == "eval":
-        return head.fit(X, y, X_eval=X_eval, y_eval=y_eval)
+        return head.fit(X, y, X_eval=X_eval, y_eval=y_eval).calibrate(X_eval, y_eval, calibrate)
     counts = np.unique(y, return_counts=True)[1]
     stratify = y if counts.min() >= 2 else None
     # 10% of the rows, and at least one of each class when stratified
     hold = max(int(np.ceil(0.1 * len(y))), len(counts) if stratify is not None else 1)
     fit_rows, hold_rows = train_test_split(np.arange(len(y)), test_size=hold, random_state=seed, stratify=stratify)
     probe = clone(head).fit(X[fit_rows], y[fit_rows], X_eval=X[hold_rows], y_eval=y[hold_rows])
-    return probe.refit(X, y)
+    final = probe.refit(X, y)
+    if calibrate != "none":
+        final.set_calibration(probe.calibrate(X[hold_rows], y[hold_rows], calibrate).calibration_)
+    return final
 
 
 def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), eval_path=None) -> HeadReport:
-    """Embed (cache), fit, save to ``out_dir``, and evaluate on ``eval_path`` when given."""
+    """Embed (cache), fit, calibrate, save to ``out_dir``, and evaluate on ``eval_path`` when given."""
+    if config.calibrate not in CALIBRATIONS:
+        raise TweetheadsError(f"calibrate must be one of {', '.join(CALIBRATIONS)}, got {config.calibrate!r}")
     if config.select_on not in ("train", "eval"):
         raise TweetheadsError(f"select_on must be 'train' or 'eval', got {config.select_on!r}")
     if config.select_on == "eval" and eval_path is None:
@@ -140,7 +181,7 @@ def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), e
         encoded, embed_seconds = encoded + eval_stats.encoded, embed_seconds + eval_stats.seconds
     start = time.perf_counter()
     head = select_and_fit(head, X, y, config.select_on, config.seed,
-                          *((X_eval, y_eval) if config.select_on == "eval" else ()))
+                          *((X_eval, y_eval) if config.select_on == "eval" else (None, None)), calibrate=config.calibrate)
     fit_seconds = time.perf_counter() - start
     enc = embedder.load()
     # the description without the encoder's local path: head.json names the model as it was given
@@ -158,7 +199,8 @@ def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), e
     out_dir = Path(out_dir)
     head.save(out_dir)
     report = HeadReport(config.head, str(out_dir), len(y), head.selected_params(), fit_seconds, embed_seconds, encoded,
-                        class_weight=head.class_weight, select_metric=head.select_metric)
+                        class_weight=head.class_weight, select_metric=head.select_metric,
+                        calibration=None if head.calibration_ is None else head.calibration_.to_json())
     if getattr(head, "index", "flat") != "flat" and hasattr(head, "recall_against_exact"):
         queries = X_eval if evals is not None else X[:1000]
         report.recall_vs_exact = float(head.recall_against_exact(queries))

@@ -1,11 +1,13 @@
-"""Shared pieces of every head: the estimator base class, safe persistence and the registry.
+"""The estimator base class every head shares, and the helpers the heads use while fitting.
 
 A head is a scikit-learn classifier over fixed embedding vectors. It sees arrays and labels
 only; it never imports the embedding model or the cache, so the same head works on any
 vectors. A subclass implements four hooks: `_fit`, `_predict_proba`, `_dump` (fitted state
 as named safe files) and `_restore` (the reverse). Everything else lives here: input
-validation, label encoding, the evaluation set, `predict`, the embedding-model fingerprint
-and the `head.json` folder format.
+validation, label encoding, the evaluation set, `predict`, the embedding-model fingerprint and
+its probe check, and the optional temperature calibration (`calibrate`, `heads.calibration`) that
+`predict_proba` applies. The folder format is `heads.persist` (`save` calls it, `load_head` is
+re-exported here) and the registry `heads.registry` (`register`, `get_head`, `HeadError`, re-exported).
 
 Two choices every head shares, checked here: `class_weight` (None; "balanced": each class
 weighted n_samples / (n_classes * n_in_class), as scikit-learn computes it; or a dict of label
@@ -21,13 +23,9 @@ recorded in `head.json`.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import re
-import zipfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -35,17 +33,13 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, validate_data
 
-from errors import TweetheadsError
-from fileio import hub_link_ok, write_atomic
+from heads.calibration import METHODS as CALIBRATIONS
+from heads.calibration import Temperature, fit_temperature
+# persistence and the registry live in their own modules; their names stay importable from here
+from heads.persist import (CONFIG_NAME, FORMAT, PROBE_FILE, PROBE_SOURCES, REPORT_FILE, damaged, dump_arrays,
+                           load_arrays, load_head, save_folder)
+from heads.registry import BUILTIN_HEADS, HEADS, HeadError, get_head, head_class, head_names, register
 
-FORMAT = "tweetheads-head/1"
-CONFIG_NAME = "head.json"
-REPORT_FILE = "train_report.json"  # how a head was trained (files, columns, timings), beside head.json
-PROBE_FILE = "probe.npy"  # the probe texts' vectors (their texts are in head.json), see check_fingerprint
-# Where a head's probe texts came from: "shipped", the fixed set shipped with tweetheads (the default,
-# no training text in the head); "train", its first training texts (train-head --probe-from-train, and
-# every head saved before the shipped set existed).
-PROBE_SOURCES = ("shipped", "train")
 # The lowest probe cosine accepted between vectors of one model computed two ways. Measured on GOP
 # tweets (BENCHMARKS.md, Embedding): OpenVINO fp32 against torch fp32 0.99999+; int8 fell to 0.911
 # (torch dynamic), 0.944 (ONNX Runtime) and 0.991 to 0.995 (NNCF static), so those are refused. bf16
@@ -56,65 +50,37 @@ PROBE_MIN_COSINE = 0.995
 PROBE_MIN_AGREEMENT = 0.98  # share of the probe on which the head predicts the same label (64 texts: one may flip)
 PROBE_TEXTS = 64  # probe texts a trained head keeps (the shipped set has exactly this many)
 FLOAT_DTYPES = (np.float64, np.float32)
-_PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
-_DAMAGED = "the head is damaged or was modified: retrain it or restore it from a backup"
 
-HEADS: dict[str, type[BaseHead]] = {}
-# The shipped heads by module: each is imported when a head of its name is first built or loaded, so
-# loading a logistic head imports neither faiss nor LightGBM (part of `predict`'s start-up).
-BUILTIN_HEADS = {"logistic": "heads.logistic", "lightgbm": "heads.lightgbm", "knn": "heads.knn"}
 SELECT_METRICS = ("accuracy", "macro_f1", "macro_recall")
 CLASS_WEIGHTS = (None, "balanced")
 
 
-class HeadError(TweetheadsError, ValueError):
-    """A problem the user can fix: wrong input, a different embedding model, a damaged head."""
-
-
-def register(name: str):
-    """Class decorator: make a head available as `get_head(name)` and to `load_head`."""
-
-    def decorator(cls: type[BaseHead]) -> type[BaseHead]:
-        known = HEADS.get(name)
-        if known is not None and known.__qualname__ != cls.__qualname__:
-            raise HeadError(f"head name {name!r} is already taken by {known.__qualname__}; "
-                            f"register {cls.__qualname__} under another name")
-        cls.name = name
-        HEADS[name] = cls
-        return cls
-
-    return decorator
-
-
-def head_names() -> list[str]:
-    """Every head name `get_head` knows: the shipped ones and any registered since."""
-    return sorted(set(HEADS) | set(BUILTIN_HEADS))
-
-
-def head_class(name: Any) -> type[BaseHead] | None:
-    """The class registered as `name`, importing its shipped module on first use; None if unknown."""
-    if isinstance(name, str) and name not in HEADS and name in BUILTIN_HEADS:
-        import importlib
-
-        importlib.import_module(BUILTIN_HEADS[name])  # its @register fills HEADS
-    return HEADS.get(name) if isinstance(name, str) else None
-
-
-def get_head(name: str, **params: Any) -> BaseHead:
-    """Build an unfitted head by registry name, e.g. `get_head("knn", k=10)`."""
-    cls = head_class(name)
-    if cls is None:
-        raise HeadError(f"unknown head {name!r}; expected one of: {', '.join(head_names())}")
-    unknown = sorted(set(params) - set(cls._get_param_names()))
-    if unknown:
-        raise HeadError(f"head {name!r} has no parameter(s) {', '.join(unknown)}; "
-                        f"its parameters are: {', '.join(cls._get_param_names())}")
-    return cls(**params)
-
-
 class BaseHead(ClassifierMixin, BaseEstimator):
-    """scikit-learn classifier over embedding vectors; subclasses add one model each."""
+    """scikit-learn classifier over embedding vectors; subclasses add one model each.
+
+    Attributes (after fit)
+    ----------------------
+    classes_ : numpy.ndarray
+        The labels, in the order of ``predict_proba``'s columns.
+    n_features_in_ : int
+        The embedding dimension the head was fitted on.
+    calibration_ : heads.calibration.Temperature or None
+        The temperature ``predict_proba`` applies (None: the head's own probabilities); set by
+        ``calibrate``, reset by ``fit``.
+    fingerprint_, model_ : str, dict or None
+        The embedding model the training vectors came from (``set_model``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from heads import get_head
+    >>> X, y = np.random.default_rng(0).normal(size=(60, 8)), np.repeat(["neg", "pos"], 30)
+    >>> head = get_head("logistic").fit(X, y)
+    >>> head.classes_.tolist(), head.n_features_in_
+    (['neg', 'pos'], 8)
+    >>> head.predict_proba(X[:2]).shape
+    (2, 2)
+    """
 
     name: ClassVar[str] = ""  # set by @register
     _files: ClassVar[tuple[str, ...]] = ()  # file names written by _dump
@@ -161,10 +127,12 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         self.probe_ = None
         self.probe_source_ = None
         self.model_ = None
+        self.calibration_ = None  # refitting forgets the calibration; see calibrate
         self._fit(X, encoder.transform(y), X_eval, y_eval)
         return self
 
     def _check_eval(self, X_eval, y_eval, encoder):
+        """(X_eval, y_eval) checked against the training set, labels encoded; (None, None) when not given."""
         if X_eval is None and y_eval is None:
             return None, None
         if X_eval is None or y_eval is None:
@@ -183,11 +151,54 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         return X_eval, encoder.transform(y_eval)
 
     def __sklearn_is_fitted__(self) -> bool:
+        """Fitted once ``classes_`` is set (by fit or load_head)."""
         return hasattr(self, "classes_")
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities, shape (n_samples, n_classes), columns in `classes_` order."""
+        """Class probabilities, shape (n_samples, n_classes), columns in `classes_` order.
+
+        Calibrated by ``calibration_`` when the head has one (same argmax as the head's own).
+        """
+        proba = self.uncalibrated_proba(X)
+        calibration = getattr(self, "calibration_", None)
+        return proba if calibration is None else calibration.apply(proba)
+
+    def uncalibrated_proba(self, X) -> np.ndarray:
+        """The head's own probabilities, before any calibration (what ``calibrate`` fits on)."""
         return self._predict_proba(self._check_X(X))
+
+    def calibrate(self, X, y, method: str = "temperature") -> BaseHead:
+        """Fit a temperature on held-out (X, y), rows the head did not train on; ``"none"`` removes it.
+
+        Sets ``calibration_`` (see ``heads.calibration``); ``predict`` is unchanged by it. Fewer than
+        ``heads.calibration.MIN_ROWS`` rows give the identity, with their count recorded.
+        """
+        check_is_fitted(self)
+        if method not in CALIBRATIONS:
+            raise HeadError(f"calibration method must be one of {', '.join(CALIBRATIONS)}, found {method!r}")
+        if method == "none":
+            self.calibration_ = None
+            return self
+        X = self._check_X(X)
+        y = np.asarray(y)
+        if len(y) != len(X):
+            raise HeadError(f"calibrate: X has {len(X)} rows but y has {len(y)}; pass one label per row")
+        unseen = ~np.isin(y, self.classes_)
+        if unseen.any():
+            raise HeadError(f"calibrate: y contains label(s) {sorted(set(y[unseen].tolist()))} that the head does "
+                            f"not know (classes {self.classes_.tolist()}); drop those rows")
+        codes = np.searchsorted(self.classes_, y)
+        self.calibration_ = fit_temperature(self._predict_proba(X), codes)
+        return self
+
+    def set_calibration(self, calibration: Temperature | None) -> BaseHead:
+        """Use an already fitted ``Temperature`` (e.g. fitted on a sibling head's holdout); None removes it."""
+        check_is_fitted(self)
+        if calibration is not None and not isinstance(calibration, Temperature):
+            raise HeadError(f"calibration must be a heads.calibration.Temperature or None, found "
+                            f"{type(calibration).__name__}")
+        self.calibration_ = calibration
+        return self
 
     def _check_X(self, X) -> np.ndarray:
         """Validate X for a fitted head: finite floats with the training feature count."""
@@ -202,6 +213,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         return validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)  # + feature names
 
     def predict(self, X) -> np.ndarray:
+        """The most probable label per row: ``classes_[argmax(predict_proba(X))]``."""
         proba = self.predict_proba(X)  # first: an unfitted head has no classes_
         return self.classes_[np.argmax(proba, axis=1)]
 
@@ -301,7 +313,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         self.probe_source_ = source
         return self
 
-    # -- persistence ---------------------------------------------------------------------
+    # -- persistence (heads.persist) -------------------------------------------------------
     def save(self, folder, *, fingerprint: str | None = None, model: dict | None = None) -> Path:
         """Write the head to `folder` as safe files plus head.json; returns the folder.
 
@@ -317,37 +329,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         if self.fingerprint_ is None:
             raise HeadError("cannot save a head without its embedding model: pass "
                             "fingerprint= and model= to save(), or call set_model() after fit")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        _refuse_pickles(folder)
-        digests = {}
-        for name, data in self._dump().items():
-            _check_file_name(name, folder)
-            write_atomic(folder / name, data, unique=True)
-            digests[name] = hashlib.sha256(data).hexdigest()
-        config = {
-            "format": FORMAT,
-            "head": self.name,
-            "params": {k: _jsonable(v) for k, v in self.get_params(deep=False).items()},
-            "classes": self.classes_.tolist(),
-            "classes_dtype": _classes_dtype(self.classes_),
-            "n_features": int(self.n_features_in_),
-            "fingerprint": self.fingerprint_,
-            "model": self.model_,
-            "state": {attr: _jsonable(getattr(self, attr)) for attr in self._state_attrs},
-            "files": digests,
-        }
-        probe = getattr(self, "probe_", None)
-        if probe is not None:
-            buffer = io.BytesIO()
-            np.save(buffer, probe[1], allow_pickle=False)
-            write_atomic(folder / PROBE_FILE, buffer.getvalue(), unique=True)
-            config["probe"] = {"texts": probe[0], "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
-                               "source": getattr(self, "probe_source_", None) or "train"}
-        elif (folder / PROBE_FILE).exists():
-            (folder / PROBE_FILE).unlink()  # an earlier head's probe is not this one's
-        write_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2), unique=True)
-        return folder
+        return save_folder(self, Path(folder))
 
 
 def class_weights(y: np.ndarray, class_weight, classes: np.ndarray) -> np.ndarray:
@@ -376,164 +358,6 @@ def selection_score(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> floa
     return float(recall_score(y_true, y_pred, average="macro", zero_division=0))
 
 
-def damaged(file_name: str, problem: str) -> HeadError:
-    """The error for a saved head whose files are unreadable or inconsistent."""
-    return HeadError(f"{file_name} {problem}; {_DAMAGED}")
-
-
-def dump_arrays(**arrays: np.ndarray) -> bytes:
-    """Arrays as the bytes of an .npz file (no pickled objects)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def load_arrays(data: bytes, file_name: str, names: tuple[str, ...]) -> list[np.ndarray]:
-    """Read `names` from .npz bytes with allow_pickle=False; HeadError if any is missing."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return [npz[name] for name in names]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise damaged(file_name, f"could not be read as arrays {list(names)} ({error})") from None
-
-
-def load_head(folder) -> BaseHead:
-    """Load a head written by `BaseHead.save`, verifying every file's sha256 first."""
-    folder = Path(folder)
-    config_path = folder / CONFIG_NAME
-    if not config_path.is_file():
-        raise HeadError(f"{config_path} not found: expected a folder written by head.save()")
-    _refuse_pickles(folder)
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested too deep
-        raise HeadError(f"{config_path} is not valid JSON ({error}); {_DAMAGED}") from None
-    cls, config = _parse_config(config, config_path)
-    files = {name: _read_listed(folder, name, digest) for name, digest in config["files"].items()}
-    head = cls(**config["params"])
-    head._check_params()
-    head.classes_ = config["classes"]
-    head.n_features_in_ = config["n_features"]
-    for attr, value in config["state"].items():
-        setattr(head, attr, value)
-    head.fingerprint_ = config["fingerprint"]
-    head.model_ = config["model"]
-    head._restore(files)
-    if config.get("probe") is not None:
-        head.probe_ = _load_probe(folder, config["probe"], head.n_features_in_)
-        head.probe_source_ = config["probe"].get("source", "train")  # heads saved before the shipped set: train
-    return head
-
-
-def _read_listed(folder: Path, name: str, digest: str) -> bytes:
-    """The bytes of a file head.json lists, after checking its name and its sha256."""
-    _check_file_name(name, folder)
-    path = folder / name
-    if (path.is_symlink() and not hub_link_ok(path)) or not path.is_file():  # the Hub cache's links only
-        raise HeadError(f"{path} is listed in {CONFIG_NAME} but is missing or not a "
-                        f"regular file; {_DAMAGED}")
-    data = path.read_bytes()
-    found = hashlib.sha256(data).hexdigest()
-    if found != digest:
-        raise HeadError(f"{path}: sha256 {found[:12]}… does not match {digest[:12]}… "
-                        f"recorded in {CONFIG_NAME}; {_DAMAGED}")
-    return data
-
-
-def _load_probe(folder: Path, probe: Any, n_features: int) -> tuple[list[str], np.ndarray]:
-    path = folder / PROBE_FILE
-    if not isinstance(probe, dict) or not isinstance(probe.get("texts"), list) or not all(
-            isinstance(t, str) for t in probe["texts"]) or not isinstance(probe.get("sha256"), str) or (
-            probe.get("source", "train") not in PROBE_SOURCES):
-        raise HeadError(f"{folder / CONFIG_NAME}: field 'probe' should be {{'texts': [...], 'sha256': ..., 'source': "
-                        f"{' or '.join(PROBE_SOURCES)}}}; {_DAMAGED}")
-    data = _read_listed(folder, PROBE_FILE, probe["sha256"])
-    try:
-        vectors = np.load(io.BytesIO(data), allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise HeadError(f"{path} could not be read as an array ({error}); {_DAMAGED}") from None
-    if vectors.shape != (len(probe["texts"]), n_features) or vectors.dtype != np.float32:
-        raise HeadError(f"{path}: expected float32 {len(probe['texts'])} x {n_features}, found "
-                        f"{vectors.dtype} {vectors.shape}; {_DAMAGED}")
-    return list(probe["texts"]), vectors
-
-
-def _parse_config(config: Any, path: Path) -> tuple[type[BaseHead], dict]:
-    """Check head.json field by field; return the head class and the cleaned config."""
-
-    def bad(field: str, expected: str, found: Any) -> HeadError:
-        return HeadError(f"{path}: field {field!r} should be {expected}, found {found!r}; "
-                         f"{_DAMAGED}")
-
-    if not isinstance(config, dict):
-        raise bad("(top level)", "a JSON object", type(config).__name__)
-    if config.get("format") != FORMAT:
-        raise HeadError(f"{path}: format {config.get('format')!r} is not {FORMAT!r}; it was "
-                        "written by another program or version: retrain the head")
-    name = config.get("head")
-    cls = head_class(name)
-    if cls is None:
-        raise HeadError(f"{path}: unknown head {name!r}; known heads: {', '.join(head_names())}")
-    params, state, files = config.get("params"), config.get("state"), config.get("files")
-    if not isinstance(params, dict) or not set(params) <= set(cls._get_param_names()):
-        raise bad("params", f"an object with keys among {cls._get_param_names()}", params)
-    defaults = cls().get_params(deep=False)
-    params = {k: tuple(v) if isinstance(defaults[k], tuple) and isinstance(v, list) else v
-              for k, v in params.items()}
-    if not isinstance(state, dict) or set(state) != set(cls._state_attrs) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in state.values()):
-        raise bad("state", f"numbers for exactly {list(cls._state_attrs)}", state)
-    classes = _parse_classes(config.get("classes"), config.get("classes_dtype"))
-    if classes is None:
-        raise bad("classes", "at least 2 sorted distinct labels matching classes_dtype ('str' "
-                  f"or a numeric numpy dtype, found {config.get('classes_dtype')!r})",
-                  config.get("classes"))
-    n_features = config.get("n_features")
-    if not isinstance(n_features, int) or isinstance(n_features, bool) or n_features < 1:
-        raise bad("n_features", "a positive integer", n_features)
-    if not isinstance(config.get("fingerprint"), str) or not config["fingerprint"]:
-        raise bad("fingerprint", "a non-empty string", config.get("fingerprint"))
-    if not isinstance(config.get("model"), dict):
-        raise bad("model", "an object describing the embedding model", config.get("model"))
-    if not isinstance(files, dict) or set(files) != set(cls._files) or not all(
-            isinstance(d, str) and re.fullmatch(r"[0-9a-f]{64}", d) for d in files.values()):
-        for file_name in files if isinstance(files, dict) else ():
-            _check_file_name(file_name, path.parent)
-        raise bad("files", f"sha256 digests for exactly {list(cls._files)}", files)
-    return cls, {**config, "params": params, "classes": classes, "n_features": n_features}
-
-
-def _parse_classes(values: Any, dtype: Any) -> np.ndarray | None:
-    """Rebuild classes_ from JSON, keeping its dtype kind (ints stay ints); None if malformed."""
-    if not isinstance(values, list) or not isinstance(dtype, str) or not all(
-            isinstance(v, (str, int, float)) for v in values):
-        return None
-    try:
-        kind = "U" if dtype == "str" else np.dtype(dtype).kind
-        classes = np.array(values, dtype=str if kind == "U" else dtype)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: a number too large for the dtype
-        return None
-    if (kind not in "biufU" or len(classes) < 2 or classes.tolist() != values
-            or not np.all(classes[:-1] < classes[1:])):
-        return None
-    return classes
-
-
-def _check_file_name(name: Any, folder: Path) -> None:
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
-        raise HeadError(f"refusing file name {name!r} in {folder / CONFIG_NAME}: a head's files "
-                        "must be plain names inside its folder (no paths, no '..'); "
-                        f"{_DAMAGED}")
-
-
-def _refuse_pickles(folder: Path) -> None:
-    found = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
-    if found:
-        raise HeadError(f"refusing {folder}: it contains {', '.join(found)}. Saved heads never "
-                        "use pickle/joblib files, which can run code when loaded; remove them "
-                        "or use a clean folder")
-
-
 def warn_accepted(folder, measured: dict) -> None:
     """Say on stderr that a head is used with vectors computed another way, and what was measured."""
     import sys
@@ -551,29 +375,16 @@ def backend_of(description: dict | None) -> str:
 
 
 def _variant(model: dict) -> str:
+    """``backend/precision`` of a model description, e.g. ``torch/fp32``."""
     return f"{backend_of(model)}/{model.get('precision', '?')}"
 
 
 def _variant_flags(model: dict) -> str:
+    """The embed flags that reproduce a model description's backend and precision."""
     return f"--backend {backend_of(model)} --precision {model.get('precision', 'fp32')}"
 
 
 def _describe(model: dict | None, fingerprint: str) -> str:
+    """A model for an error message: its name and the start of its fingerprint."""
     name = (model or {}).get("model", "unknown")
     return f"model {name!r} (fingerprint {fingerprint[:12]})"
-
-
-def _classes_dtype(classes: np.ndarray) -> str:
-    if classes.dtype.kind in "biuf":
-        return classes.dtype.str
-    if all(isinstance(c, str) for c in classes.tolist()):
-        return "str"
-    raise HeadError(f"cannot save labels of dtype {classes.dtype}: use strings or numbers")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    return value

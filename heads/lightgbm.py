@@ -61,8 +61,26 @@ class LightGBMHead(BaseHead):
 
     Attributes
     ----------
+    classes_ : numpy.ndarray
+        The labels, in the order of ``predict_proba``'s columns.
+    n_features_in_ : int
+        The embedding dimension seen in fit.
     best_iteration_ : int
         Rounds kept. ``booster_``: the LightGBM booster (saved as ``model.txt``).
+    calibration_ : heads.calibration.Temperature or None
+        The temperature ``predict_proba`` applies (``calibrate``; None: LightGBM's probabilities as fitted).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from heads import LightGBMHead
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.normal(size=(90, 8)), np.repeat(["neg", "neu", "pos"], 30)
+    >>> head = LightGBMHead(default_rounds=20, n_threads=1).fit(X, y)
+    >>> head.classes_.tolist(), head.n_features_in_
+    (['neg', 'neu', 'pos'], 8)
+    >>> head.predict_proba(X[:1]).shape
+    (1, 3)
     """
 
     _files = ("model.txt",)
@@ -149,6 +167,7 @@ class LightGBMHead(BaseHead):
         self.booster_ = booster
 
     def selected_params(self) -> dict:
+        """``{"default_rounds": best_iteration_}``: the round chosen, so a refit trains exactly that many."""
         check_is_fitted(self)
         return {"default_rounds": int(self.best_iteration_)}
 

@@ -15,8 +15,10 @@ n_samples / (n_classes * n_in_class).
 Prediction is computed here from the saved arrays (mean, scale, coef, intercept), not by a
 stored sklearn object, so `weights.npz` restores `predict_proba` bit for bit.
 
-Left out: L1/elastic-net penalties and probability calibration (wrap the head in
-`CalibratedClassifierCV` if needed).
+Probabilities can be calibrated by a temperature fitted on held-out rows (`BaseHead.calibrate`,
+`train-head --calibrate temperature`), applied by `predict_proba` on top of the softmax here.
+
+Left out: L1/elastic-net penalties.
 """
 
 from __future__ import annotations
@@ -68,9 +70,27 @@ class LogisticHead(BaseHead):
 
     Attributes
     ----------
+    classes_ : numpy.ndarray
+        The labels, in the order of ``predict_proba``'s columns.
+    n_features_in_ : int
+        The embedding dimension seen in fit.
     C_ : float
         The penalty used. ``n_iter_``: lbfgs iterations of the final fit. ``mean_``, ``scale_``,
         ``coef_``, ``intercept_``: the fitted arrays (saved in ``weights.npz``).
+    calibration_ : heads.calibration.Temperature or None
+        The temperature ``predict_proba`` applies (``calibrate``; None: the softmax as fitted).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from heads import LogisticHead
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.normal(size=(90, 8)), np.repeat(["neg", "neu", "pos"], 30)
+    >>> head = LogisticHead(C=1.0).fit(X, y)
+    >>> head.classes_.tolist(), head.n_features_in_
+    (['neg', 'neu', 'pos'], 8)
+    >>> head.predict_proba(X[:1]).shape
+    (1, 3)
     """
 
     _files = ("weights.npz",)
@@ -183,6 +203,7 @@ class LogisticHead(BaseHead):
         return grid[int(np.argmax(scores))]
 
     def selected_params(self) -> dict:
+        """``{"C": C_}``: the penalty the search chose, as a constructor parameter."""
         check_is_fitted(self)
         return {"C": float(self.C_)}
 

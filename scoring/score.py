@@ -86,6 +86,8 @@ class ScoreConfig:
     resource_check: bool = True  # Ray: refuse, at plan time, actors that would leave no CPU for the read tasks
     stall_seconds: float = 300.0  # Ray: stop with a report when no chunk finishes for this long
     progress: bool = False
+    review_below: float | None = None  # also write rows whose top probability is under this to the review file
+    review: str | Path | None = None  # None: OUT's name ending .review.csv, beside OUT
 
 
 @dataclass
@@ -109,6 +111,9 @@ class ScoreSummary:
     cleared: str | None = None  # Ray: what an earlier run left in the folder that was cleared first
     actor_cpus: float | None = None  # Ray: CPUs each scoring actor reserved
     sizing_note: str | None = None  # Ray: why the actors were sized as they were, when not the default
+    review: Path | None = None  # the review file (rows under review_below), None when not asked for
+    review_below: float | None = None
+    rows_review: int = 0  # rows written to the review file (they are in the output too)
 
     @property
     def rows_per_second(self) -> float:
@@ -124,6 +129,8 @@ class ScoreSummary:
         if self.files is not None:
             out.update({"files": self.files, "nodes": self.nodes, "encoded": self.encoded,
                         "actor_cpus": self.actor_cpus, "sizing_note": self.sizing_note})
+        if self.review is not None:
+            out.update({"review": str(self.review), "review_below": self.review_below, "rows_review": self.rows_review})
         if self.gold is not None:
             out["gold"] = {"column": self.gold.column, "labelled": self.gold.labelled, "accuracy": self.gold.accuracy(),
                            "macro_f1": self.gold.macro_f1(), "missing": self.gold.missing, "unknown": self.gold.unknown}
@@ -135,6 +142,9 @@ class ScoreSummary:
                 f"{self.rows_rejected:,} rejected -> {self.rejects}; {self.rows_per_second:,.0f} rows/s")
         if self.resumed_chunks:
             text += f" (resumed after {self.resumed_chunks:,} finished chunks)"
+        if self.review is not None:
+            text += (f"\n{self.rows_review:,} of {self.rows_scored:,} scored rows have a top probability under "
+                     f"{self.review_below:g} -> {self.review} (they are in the output too)")
         if self.files is not None:
             text += (f"\n{len(self.nodes or [])} Ray node(s); {self.encoded:,} texts encoded; driver CPU "
                      f"{self.driver_cpu_seconds:.1f} s" + (f"; cleared {self.cleared} first" if self.cleared else "")
@@ -166,6 +176,8 @@ class Plan:
     identity: str
     label_col: str | None = None  # the gold column scored against, None: no accuracy
     predictor: Predictor | None = None  # embedder + checked classifier: what the local engine calls per chunk
+    review: Path | None = None  # where rows under config.review_below go (None: not asked for)
+    review_below: float | None = None
 
 
 def score_files(inputs: Iterable[str | Path] | str | Path, output: str | Path, model, head: str | Path,
@@ -222,6 +234,7 @@ def _score_locally(plan: Plan, config: ScoreConfig) -> ScoreSummary:
     for key, value in state["counts"].items():
         setattr(summary, key, value)
     summary.gold = writer.gold
+    summary.review, summary.review_below = plan.review, plan.review_below
     summary.seconds = time.perf_counter() - started
     summary.driver_cpu_seconds = time.process_time() - cpu
     return summary
@@ -272,9 +285,12 @@ def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
         rejects = Path(config.rejects) if config.rejects is not None else default_rejects(output)
         if output_format(rejects) != "csv":
             raise DataError(f"{rejects}: the rejects file is CSV; name it .csv or .csv.gz")
+    review = _review_path(config, output)
     paths = expand_inputs([str(item) for item in inputs])
     headers = check_inputs(paths, config.text_col)
     _check_paths(paths, output, rejects)
+    if review is not None:
+        _check_review(paths, output, rejects, review)
     kept = _kept_columns(paths, headers, config.keep_cols)
     if config.engine == "ray":
         require_ray()
@@ -297,10 +313,45 @@ def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
         "ids": [model_id, head_id], "text_col": config.text_col, "chunk_rows": config.chunk_rows,
         "output": [str(output.resolve()), out_format], "rejects": str(rejects.resolve()), "engine": config.engine,
         "label_col": label_col,
+        **({} if review is None else {"review": [str(review.resolve()), config.review_below]}),
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return Plan(paths, output, rejects, kept, kept + added, embedder, classifier, head_spec, model_id, head_id,
-                digest, label_col, Predictor(embedder, checked))
+                digest, label_col, Predictor(embedder, checked), review, config.review_below)
+
+
+def _review_path(config: ScoreConfig, output: Path) -> Path | None:
+    """The review file for ``review_below`` (``OUT.review.csv`` beside OUT unless named); None when not asked for.
+
+    A resumed run cuts the review file back to its last finished chunk as it does the output, so no row
+    is written twice.
+    """
+    if config.review_below is None:
+        if config.review is not None:
+            raise DataError(f"a review file ({config.review}) was named but no threshold given; pass --review-below P "
+                            "(e.g. 0.6) to write the rows whose top probability is under P to it")
+        return None
+    if isinstance(config.review_below, bool) or not isinstance(config.review_below, (int, float)) or not (
+            0 < config.review_below <= 1):
+        raise DataError(f"--review-below expects a probability above 0 and at most 1 (e.g. 0.6), got "
+                        f"{config.review_below!r}")
+    if config.engine == "ray":
+        raise DataError("--review-below is written by the local engine only; drop --engine ray, or score with "
+                        "--engine ray and filter the part files' pred_proba_* columns afterwards")
+    review = Path(config.review) if config.review is not None else default_rejects(output).with_name(
+        default_rejects(output).name[: -len(".rejects.csv")] + ".review.csv")
+    if output_format(review) != "csv":
+        raise DataError(f"{review}: the review file is CSV; name it .csv or .csv.gz")
+    return review
+
+
+def _check_review(paths: list[Path], output: Path, rejects: Path, review: Path) -> None:
+    """DataError when the review file is an input, the output or the rejects file."""
+    if review.resolve() in {p.resolve() for p in paths}:
+        raise DataError(f"{review}: the review file is also an input; write it somewhere else")
+    for path, what in ((output, "output"), (rejects, "rejects file")):
+        if review.resolve() == path.resolve():
+            raise DataError(f"{review}: the review file and the {what} are the same file; name another review file")
 
 
 def trained_label_column(head_spec: tuple[str, str], classifier) -> str | None:
@@ -444,28 +495,34 @@ class _Writer:
         self.out = (ParquetOutput(plan.output, self.formatter.empty_schema(plan.paths[0])) if self.parquet
                     else CsvOutput(plan.output, plan.columns, "output"))
         self.gold = GoldTally(plan.label_col, self.classes.tolist()) if plan.label_col else None
+        self.review = None if plan.review is None else CsvOutput(plan.review, plan.columns, "review")
+        self.parts = [self.out, self.rejects] + ([self.review] if self.review is not None else [])
 
     def open(self) -> dict:
         """Resume what the progress file records for this command, or start afresh; the state dict."""
         self.plan.output.parent.mkdir(parents=True, exist_ok=True)
         self.plan.rejects.parent.mkdir(parents=True, exist_ok=True)
+        if self.review is not None:
+            self.plan.review.parent.mkdir(parents=True, exist_ok=True)
         state = self.progress.load()
-        if state is not None and self.out.resume(state) and self.rejects.resume(state):
+        if state is not None and all(part.resume(state) for part in self.parts):
             if self.gold is not None:
                 self.gold = GoldTally.from_state(state["gold"], self.classes.tolist())
             return state
-        for part in (self.out, self.rejects):
+        for part in self.parts:
             part.discard()
             part.start()
         state = {"chunk": -1, "counts": {"rows_read": 0, "rows_scored": 0, "rows_rejected": 0, "truncated": 0}}
+        if self.review is not None:
+            state["counts"]["rows_review"] = 0
         if self.gold is not None:
             state["gold"] = self.gold.state()
         self._save(state)
         return state
 
     def _save(self, state: dict) -> None:
-        state.update(self.out.state())
-        state.update(self.rejects.state())
+        for part in self.parts:
+            state.update(part.state())
         state.pop("version", None)
         state.pop("identity", None)
         self.progress.save(state)
@@ -478,6 +535,12 @@ class _Writer:
             self.out.append(self.formatter.rows(chunk, picked, proba))
         self.rejects.append(reject_rows(chunk))
         counts = state["counts"]
+        if self.review is not None and len(proba):
+            under = np.flatnonzero(proba.max(axis=1) < self.plan.review_below)
+            if len(under):
+                rows = self.formatter.rows(chunk, picked, proba)
+                self.review.append([rows[i] for i in under])
+            counts["rows_review"] += len(under)
         counts["rows_read"] += chunk.rows_read
         counts["rows_scored"] += len(chunk.rows)
         counts["rows_rejected"] += len(chunk.rejects)
@@ -489,10 +552,10 @@ class _Writer:
         self._save(state)
 
     def close(self) -> None:
-        self.out.close()
-        self.rejects.close()
+        for part in self.parts:
+            part.close()
 
     def finish(self) -> None:
-        self.out.finish()
-        self.rejects.finish()
+        for part in self.parts:
+            part.finish()
         self.progress.remove()

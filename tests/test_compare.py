@@ -69,7 +69,8 @@ def test_compare_on_a_frozen_encoder_writes_report_plots_and_label_curve(frozen)
             assert (m["mcnemar_p"] is None) == (method is best)
     assert f"| McNemar p vs {best['name']} |" in report and f"McNemar p vs {best['name']}" in out
     # the plots (no learning curve: no fine-tune) and the label curve
-    assert results["plots"] == ["confusion_matrices.png", "accuracy.png", "label_curve.png"]
+    assert results["plots"] == ["confusion_matrices.png", "accuracy.png", "calibration.png", "coverage.png",
+                                "label_curve.png"]
     for png in results["plots"]:
         assert (rep / png).read_bytes()[:8] == PNG and f"![{png}]({png})" in report
     assert not (rep / "learning_curve.png").exists()
@@ -194,3 +195,64 @@ def test_parse_reference():
     assert parse_reference("card") is CARD and CARD.accuracy == 0.7146
     assert parse_reference(" My model = 0.75 ") == Reference("My model", 0.75)
     assert parse_reference("a=b=0.5").name == "a=b"
+
+
+def test_compare_reports_probability_metrics_for_every_method(frozen):
+    """ECE, Brier, log-loss and selective accuracy on all and novel rows, checked against an independent computation."""
+    from sklearn.metrics import log_loss
+
+    from embed.data import load_texts
+    from embed.encoder import Embedder
+    from heads import load_head
+
+    out = _compare(frozen, "--report-dir", frozen / "proba").output
+    rep = frozen / "proba"
+    results = json.loads((rep / "results.json").read_text())
+    classes = results["classes"]
+    test = load_texts(frozen / "split" / "eval.csv", "text", "label")
+    y = np.asarray(test.labels)
+    X = Embedder("minilm").transform(test.texts)
+    for method in results["methods"]:
+        for subset in ("all", "novel"):
+            m = method[subset]
+            assert {"ece", "brier", "log_loss", "mean_confidence", "selective_accuracy", "reliability"} <= set(m)
+            assert list(m["selective_accuracy"]) == ["0.5", "0.8", "0.9", "1"]
+            assert m["selective_accuracy"]["1"] == pytest.approx(m["accuracy"])
+            assert sum(b["rows"] for b in m["reliability"]) == m["rows"] and len(m["reliability"]) == 15
+    baseline = results["methods"][0]["all"]
+    assert baseline["ece"] == pytest.approx(abs(baseline["mean_confidence"] - baseline["accuracy"]))  # one bin
+    for method in results["methods"][1:]:  # the heads: recompute from their own predict_proba
+        head = load_head(frozen / "heads" / method["name"])
+        proba = head.predict_proba(X)
+        assert [str(c) for c in head.classes_] == classes
+        top, correct = proba.max(axis=1), head.predict(X) == y
+        edges = np.linspace(0, 1, 16)
+        ece = sum(np.mean(inside) * abs(correct[inside].mean() - top[inside].mean())
+                  for inside in ((top > lo) & (top <= hi) | ((lo == 0) & (top == 0)) for lo, hi in zip(edges, edges[1:]))
+                  if inside.any())
+        onehot = (y[:, None] == np.asarray(classes)[None, :]).astype(float)
+        m = method["all"]
+        assert m["ece"] == pytest.approx(ece) and m["log_loss"] == pytest.approx(log_loss(y, proba, labels=classes))
+        assert m["brier"] == pytest.approx(np.mean(((proba - onehot) ** 2).sum(axis=1)))
+        keep = np.argsort(-top, kind="stable")[:15]
+        assert m["selective_accuracy"]["0.5"] == pytest.approx(correct[keep].mean())
+    report = (rep / "report.md").read_text()
+    assert "## Probabilities: calibration and selective prediction" in report
+    assert "15 equal-width bins of the top-class probability" in report and "0 best, 2 worst" in report
+    assert "| method | ECE | Brier | log-loss | mean top p | acc @ 50% coverage |" in report
+    assert "| majority class (class shares) |" in report and "rows, probabilities" in out
+    for png in ("calibration.png", "coverage.png"):
+        assert (rep / png).read_bytes()[:8] == PNG and f"![{png}]({png})" in report
+
+
+def test_probability_metrics_on_a_hand_worked_example():
+    from comparison.probability import brier, ece, reliability, selective_accuracy
+
+    proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.5, 0.5]])
+    correct = np.array([True, False, True, True])
+    # bins (13/15, 14/15]: 2 rows, conf 0.9, acc 0.5; (8/15, 9/15]: conf 0.6, acc 1; (7/15, 8/15]: conf 0.5, acc 1
+    assert ece(proba, correct) == pytest.approx(0.5 * 0.4 + 0.25 * 0.4 + 0.25 * 0.5)
+    assert [b["rows"] for b in reliability(proba, correct) if b["rows"]] == [1, 1, 2]
+    assert brier(proba, np.array(["a", "b", "a", "a"]), ["a", "b"]) == pytest.approx(
+        (0.02 + 1.62 + 0.32 + 0.5) / 4)
+    assert selective_accuracy(proba, correct) == {"0.5": 0.5, "0.8": 0.75, "0.9": 0.75, "1": 0.75}  # ceil(3.2) = 4 rows

@@ -478,3 +478,56 @@ def test_gold_tally_matches_scikit_learn():
         assert tally.macro_f1() == pytest.approx(f1_score(gold, predicted, average="macro", zero_division=0))
 
     check()
+
+
+def test_review_below_writes_the_unsure_rows_beside_the_output_and_counts_them(shared, tmp_path):
+    """The shared head is trained on these very tweets (top probabilities 0.97-0.999), hence P = 0.99."""
+    source = write_tweets(tmp_path / "in.csv", 120, seed=4)
+    result = score(shared, source, "--output", tmp_path / "out.csv", "--review-below", 0.99, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    scored, review = read_csv(tmp_path / "out.csv"), read_csv(tmp_path / "out.review.csv")
+    unsure = [row for row in scored if max(float(row[c]) for c in PROBA) < 0.99]
+    assert 0 < len(unsure) < len(scored) == 120  # they stay in the main output
+    assert review == unsure and summary["rows_review"] == len(unsure) and summary["review_below"] == 0.99
+    assert summary["review"] == str(tmp_path / "out.review.csv")
+    line = score(shared, source, "--output", tmp_path / "again.csv", "--review-below", 0.99).output
+    assert f"{len(unsure)} of 120 scored rows have a top probability under 0.99 -> {tmp_path / 'again.review.csv'}" in line
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.parquet"])
+def test_review_file_survives_a_crash_and_resume_without_duplicates(shared, tmp_path, monkeypatch, name):
+    import scoring.predictor as module
+
+    source = tweets_with_rejects(tmp_path / "in.csv", 300)
+    config = ScoreConfig(chunk_rows=40, keep_cols=("id", "text"), review_below=0.99)
+    model = Embedder("minilm", cache_dir=shared["cache"])
+    real = module.predict_texts
+    monkeypatch.setattr(module, "predict_texts", crash_on_call(4, real))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        score_files([source], tmp_path / "a" / name, model, shared["head"], config)
+    monkeypatch.setattr(module, "predict_texts", real)
+    with open(tmp_path / "a" / "out.review.csv.partial", "ab") as handle:
+        handle.write(b"half,a,row")  # bytes after the last finished chunk are cut off on resume
+    resumed = score_files([source], tmp_path / "a" / name, model, shared["head"], config)
+    clean = score_files([source], tmp_path / "b" / name, model, shared["head"], config)
+    assert resumed.resumed_chunks == 3 and resumed.rows_review == clean.rows_review > 0
+    review = (tmp_path / "a" / "out.review.csv").read_bytes()
+    assert review == (tmp_path / "b" / "out.review.csv").read_bytes()
+    ids = [row["id"] for row in read_csv(tmp_path / "a" / "out.review.csv")]
+    assert len(ids) == len(set(ids)) == resumed.rows_review
+
+
+def test_review_below_refusals_say_what_to_do(shared, tmp_path):
+    source = write_tweets(tmp_path / "in.csv", 10)
+    for args, needle in ((("--review-below", 1.5), "1.5 is not in the range 0<x<=1"),
+                         (("--review-below", 0.5, "--engine", "ray", "--output", tmp_path / "ray"),
+                          "--review-below is written by the local engine only"),
+                         (("--review", tmp_path / "r.csv"), "no threshold given; pass --review-below P"),
+                         (("--review-below", 0.5, "--review", tmp_path / "r.parquet"), "the review file is CSV")):
+        output = () if "--output" in args else ("--output", tmp_path / "out.csv")
+        result = score(shared, source, *output, *args)
+        assert result.exit_code != 0 and "Traceback" not in result.output and needle in result.output, result.output
+    result = CliRunner().invoke(cli, ["score", str(source), "--model", "minilm", "--head", str(shared["head"]),
+                                      "--output", "-", "--review-below", "0.5", "--cache-dir", str(shared["cache"])])
+    assert result.exit_code == 2 and "pass --review FILE" in result.output
