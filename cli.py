@@ -371,6 +371,9 @@ def _head_params(pairs: tuple[str, ...]) -> dict:
               help="temperature: fit a temperature on the rows that chose C / k / rounds (the 10% holdout, or --eval "
                    "with --select-on eval), saved in head.json and applied to every probability; labels and accuracy "
                    "are unchanged. none: the head's own probabilities.")
+@click.option("--drift-reference/--no-drift-reference", default=True, show_default=True,
+              help="Keep 1,000 training vectors (float16, not texts) in the head for the drift check score runs on "
+                   "every file; --no-drift-reference leaves them out (and the check).")
 @click.option("--probe-from-train", is_flag=True,
               help="Keep the first 64 training texts as the head's portability probe (saved verbatim in head.json) "
               "instead of the 64 texts shipped with tweetheads (the default: the head holds no training text).")
@@ -378,8 +381,8 @@ def _head_params(pairs: tuple[str, ...]) -> dict:
 @cache_dir_option
 @_summary_options
 def train_head(head_name, model, train_path, eval_path, output, text_col, label_col, max_train_rows, select_on,
-               select_metric, class_weight, params, calibrate, probe_from_train, pooling, max_length, batch_size, device, precision,
-               backend, cache_dir, as_json, quiet):
+               select_metric, class_weight, params, calibrate, drift_reference, probe_from_train, pooling, max_length,
+               batch_size, device, precision, backend, cache_dir, as_json, quiet):
     """Fit a head on cached embeddings of TRAIN, save it to OUTPUT, report on EVAL."""
     from heads import get_head
     from comparison.train_head import HeadConfig, fit_head
@@ -388,7 +391,7 @@ def train_head(head_name, model, train_path, eval_path, output, text_col, label_
     config = HeadConfig(head=head_name, params=_head_params(params), text_col=text_col, label_col=label_col,
                         max_train_rows=max_train_rows, select_on=select_on, select_metric=select_metric,
                         class_weight=None if class_weight == "none" else class_weight, probe_from_train=probe_from_train,
-                        calibrate=calibrate)
+                        calibrate=calibrate, drift_reference=drift_reference)
     embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir,
                          progress=not quiet)
     report = fit_head(embedder, train_path, output, config, eval_path=eval_path)
@@ -576,6 +579,9 @@ def cache_clear(store, yes, cache_dir, as_json, quiet):
                    "rows stay in the output, and the summary counts them. Local engine, --output FILE only.")
 @click.option("--review", "review_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The review file for --review-below (CSV) [default: OUT's name ending .review.csv].")
+@click.option("--drift-check/--no-drift-check", default=True, show_default=True,
+              help="Compare a sample of up to 1,000 of the file's vectors with the head's training vectors and say in "
+                   "the summary whether these tweets look like them (scoring/drift.py; a second or two).")
 @click.option("--max-rejects", default=None, metavar="N|P%",
               help="Exit 1 (after writing everything) when more rows than this are rejected: a count, or a share "
                    "of the rows read such as 1%.")
@@ -584,8 +590,8 @@ def cache_clear(store, yes, cache_dir, as_json, quiet):
 @_summary_options
 def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, rejects, chunk_rows, engine,
           ray_address, concurrency, part_format, actor_cpus, stall_seconds, resource_check, review_below, review_path,
-          max_rejects, pooling,
-          max_length, batch_size, device, precision, backend, cache_dir, as_json, quiet):
+          drift_check, max_rejects, pooling, max_length, batch_size, device, precision, backend, cache_dir, as_json,
+          quiet):
     """Label INPUTS (files, folders, globs; CSV/TSV/JSONL/Parquet, optionally .gz) into one output file.
 
     Writes every input column, then pred_label, pred_proba_<class> per class, pred_model and pred_head.
@@ -629,7 +635,7 @@ def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, r
                              chunk_rows=chunk_rows, engine=engine, concurrency=concurrency, ray_address=ray_address,
                              part_format=part_format, actor_cpus=actor_cpus, stall_seconds=stall_seconds,
                              resource_check=resource_check, progress=not quiet and not to_stdout,
-                             review_below=review_below, review=review_path)
+                             review_below=review_below, review=review_path, drift_check=drift_check)
         summary = score_files(list(inputs), output, embedder, head, config)
         if to_stdout:
             with open(output, "rb") as handle:

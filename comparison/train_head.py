@@ -67,6 +67,7 @@ class HeadConfig:
     select_metric: str = "accuracy"  # what picks C / k / rounds: accuracy, macro_f1, macro_recall
     probe_from_train: bool = False  # True: the probe is the first training texts, kept verbatim in head.json
     calibrate: str = "temperature"  # "temperature": fit T on the selection holdout; "none": the head's own probabilities
+    drift_reference: bool = True  # keep 1,000 training vectors (float16) for score's drift check (scoring/drift.py)
 
 
 @dataclass
@@ -196,6 +197,10 @@ def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), e
     else:
         probe = shipped_probe()
         head.set_probe(probe, embedder.embed(probe)[0], source="shipped")
+    if config.drift_reference:
+        from scoring.drift import reference_sample
+
+        head.set_drift_reference(reference_sample(X, seed=config.seed))
     out_dir = Path(out_dir)
     head.save(out_dir)
     report = HeadReport(config.head, str(out_dir), len(y), head.selected_params(), fit_seconds, embed_seconds, encoded,

@@ -313,6 +313,20 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         self.probe_source_ = source
         return self
 
+    def set_drift_reference(self, vectors) -> BaseHead:
+        """Keep some training vectors (float16) for the drift check that ``score`` runs on every file.
+
+        Vectors, not texts: the saved head still holds no training tweet. ``None`` removes them.
+        """
+        if vectors is None:
+            self.drift_reference_ = None
+            return self
+        vectors = np.asarray(vectors, dtype=np.float16)
+        if vectors.ndim != 2 or vectors.shape[1] != self.n_features_in_ or not len(vectors):
+            raise HeadError(f"drift reference should be rows x {self.n_features_in_} vectors, found {vectors.shape}")
+        self.drift_reference_ = vectors
+        return self
+
     # -- persistence (heads.persist) -------------------------------------------------------
     def save(self, folder, *, fingerprint: str | None = None, model: dict | None = None) -> Path:
         """Write the head to `folder` as safe files plus head.json; returns the folder.

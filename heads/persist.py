@@ -32,6 +32,7 @@ from heads.registry import HeadError, head_class, head_names
 FORMAT = "tweetheads-head/1"
 CONFIG_NAME = "head.json"
 REPORT_FILE = "train_report.json"  # how a head was trained (files, columns, timings), beside head.json
+DRIFT_FILE = "drift_reference.npy"  # some training vectors (float16) for score's drift check, see scoring/drift.py
 PROBE_FILE = "probe.npy"  # the probe texts' vectors (their texts are in head.json), see BaseHead.check_fingerprint
 # Where a head's probe texts came from: "shipped", the fixed set shipped with tweetheads (the default,
 # no training text in the head); "train", its first training texts (train-head --probe-from-train, and
@@ -75,6 +76,14 @@ def save_folder(head, folder: Path) -> Path:
                            "source": getattr(head, "probe_source_", None) or "train"}
     elif (folder / PROBE_FILE).exists():
         (folder / PROBE_FILE).unlink()  # an earlier head's probe is not this one's
+    reference = getattr(head, "drift_reference_", None)
+    if reference is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(reference, dtype=np.float16), allow_pickle=False)
+        write_atomic(folder / DRIFT_FILE, buffer.getvalue(), unique=True)
+        config["drift_reference"] = {"rows": int(len(reference)), "sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}
+    elif (folder / DRIFT_FILE).exists():
+        (folder / DRIFT_FILE).unlink()  # an earlier head's reference is not this one's
     write_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2), unique=True)
     return folder
 
@@ -126,7 +135,27 @@ def load_head(folder):
     if config.get("probe") is not None:
         head.probe_ = _load_probe(folder, config["probe"], head.n_features_in_)
         head.probe_source_ = config["probe"].get("source", "train")  # heads saved before the shipped set: train
+    head.drift_reference_ = None  # heads saved before the drift check have none
+    if config.get("drift_reference") is not None:
+        head.drift_reference_ = _load_drift_reference(folder, config["drift_reference"], head.n_features_in_)
     return head
+
+
+def _load_drift_reference(folder: Path, entry: Any, n_features: int) -> np.ndarray:
+    """The drift reference vectors (drift_reference.npy, digest checked): float16 rows x n_features."""
+    path = folder / DRIFT_FILE
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("rows"), int):
+        raise HeadError(f"{folder / CONFIG_NAME}: field 'drift_reference' should be {{'rows': N, 'sha256': ...}}; "
+                        f"{_DAMAGED}")
+    data = _read_listed(folder, DRIFT_FILE, entry["sha256"])
+    try:
+        vectors = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise HeadError(f"{path} could not be read as an array ({error}); {_DAMAGED}") from None
+    if vectors.shape != (entry["rows"], n_features) or vectors.dtype != np.float16:
+        raise HeadError(f"{path}: expected float16 {entry['rows']} x {n_features}, found {vectors.dtype} "
+                        f"{vectors.shape}; {_DAMAGED}")
+    return vectors
 
 
 def _read_listed(folder: Path, name: str, digest: str) -> bytes:

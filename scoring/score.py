@@ -53,6 +53,7 @@ import numpy as np
 from embed.data import file_format
 from embed.errors import DataError
 
+from .drift import DriftConfig, DriftResult, Reservoir, domain_auc, not_run
 from .gold import GoldTally
 from .output import REJECT_COLUMNS, CsvOutput, ParquetOutput, Progress, RowFormatter, reject_rows, sibling
 from .predict import E2E, Classifier
@@ -88,6 +89,7 @@ class ScoreConfig:
     progress: bool = False
     review_below: float | None = None  # also write rows whose top probability is under this to the review file
     review: str | Path | None = None  # None: OUT's name ending .review.csv, beside OUT
+    drift_check: bool = True  # compare a sample of the file's vectors with the head's training vectors (scoring/drift.py)
 
 
 @dataclass
@@ -114,6 +116,7 @@ class ScoreSummary:
     review: Path | None = None  # the review file (rows under review_below), None when not asked for
     review_below: float | None = None
     rows_review: int = 0  # rows written to the review file (they are in the output too)
+    drift: DriftResult | None = None  # the file-level drift check (None: switched off)
 
     @property
     def rows_per_second(self) -> float:
@@ -131,6 +134,8 @@ class ScoreSummary:
                         "actor_cpus": self.actor_cpus, "sizing_note": self.sizing_note})
         if self.review is not None:
             out.update({"review": str(self.review), "review_below": self.review_below, "rows_review": self.rows_review})
+        if self.drift is not None:
+            out["drift"] = self.drift.as_dict()
         if self.gold is not None:
             out["gold"] = {"column": self.gold.column, "labelled": self.gold.labelled, "accuracy": self.gold.accuracy(),
                            "macro_f1": self.gold.macro_f1(), "missing": self.gold.missing, "unknown": self.gold.unknown}
@@ -156,6 +161,8 @@ class ScoreSummary:
                 text += f"\n  ... {len(self.files) - _FILES_SHOWN:,} more files: see {self.output / 'manifest.json'}"
         if self.gold is not None:
             text += "\n" + self.gold.line()
+        if self.drift is not None:
+            text += "\n" + self.drift.line()
         return text
 
 
@@ -208,7 +215,8 @@ def _score_locally(plan: Plan, config: ScoreConfig) -> ScoreSummary:
     state = writer.open()
     done = state["chunk"]
     summary = ScoreSummary(plan.output, plan.rejects, resumed_chunks=done + 1)
-    chunks = iter_chunks(plan.paths, config.text_col, config.chunk_rows)
+    sample = Reservoir(DriftConfig.sample, seed=DriftConfig.seed) if config.drift_check else None
+    chunks = _sampled(iter_chunks(plan.paths, config.text_col, config.chunk_rows), sample)
     with tqdm(total=_estimate_rows(plan.paths) if config.progress else None, unit="row", unit_scale=True,
               desc="scoring", disable=None if config.progress else True) as bar:
         def pending() -> Iterator[Chunk]:
@@ -235,6 +243,7 @@ def _score_locally(plan: Plan, config: ScoreConfig) -> ScoreSummary:
         setattr(summary, key, value)
     summary.gold = writer.gold
     summary.review, summary.review_below = plan.review, plan.review_below
+    summary.drift = None if sample is None else drift_check(plan, sample.kept)
     summary.seconds = time.perf_counter() - started
     summary.driver_cpu_seconds = time.process_time() - cpu
     return summary
@@ -255,9 +264,31 @@ def _score_on_ray(plan: Plan, config: ScoreConfig) -> ScoreSummary:
     for key in ("rows_read", "rows_scored", "rows_rejected", "truncated"):
         setattr(summary, key, done[key])
     summary.rows_this_run = done["rows_read"] - done["resumed_rows"]
+    if config.drift_check:
+        summary.drift = not_run("not yet done by --engine ray; score a sample of the files locally for it")
     summary.seconds = time.perf_counter() - started
     summary.driver_cpu_seconds = time.process_time() - cpu
     return summary
+
+
+def _sampled(chunks: Iterator[Chunk], sample: Reservoir | None) -> Iterator[Chunk]:
+    """``chunks`` as they are, each one's texts offered to ``sample`` (those of finished chunks too, on a resume)."""
+    for chunk in chunks:
+        if sample is not None:
+            sample.add(chunk.texts)
+        yield chunk
+
+
+def drift_check(plan: Plan, texts: list[str]) -> DriftResult:
+    """The drift check of ``texts`` (a sample of the scored file) against the head's reference vectors."""
+    reference = getattr(plan.classifier, "drift_reference_", None)
+    if reference is None:
+        return not_run("the end-to-end model keeps no drift reference; score with a head for it"
+                       if plan.head_spec[0] == E2E else
+                       "the head keeps no drift reference: it was saved before tweetheads kept one, or with "
+                       "--no-drift-reference; train it again for the check")
+    vectors, _ = plan.embedder.embed(texts)  # every text was just scored: from the cache
+    return domain_auc(reference, vectors, DriftConfig())
 
 
 def _local_predictions(chunks: Iterator[Chunk], plan: Plan):
