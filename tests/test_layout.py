@@ -165,7 +165,7 @@ def test_bench_readme_names_every_bench_file():
                         "the command, where its results go)"
 
 
-DOCUMENTED = ("embed", "cache", "serving", "sharing", "scoring")  # every public def, class and method has a docstring
+DOCUMENTED = ("embed", "cache", "serving", "sharing", "scoring", "heads", "comparison")  # every public def, class and method has a docstring
 
 
 def undocumented(paths) -> list[str]:
