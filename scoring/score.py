@@ -159,10 +159,10 @@ class ScoreSummary:
                          f"{item['rows_rejected']:,} rejected")
             if len(self.files) > _FILES_SHOWN:
                 text += f"\n  ... {len(self.files) - _FILES_SHOWN:,} more files: see {self.output / 'manifest.json'}"
-        if self.gold is not None:
-            text += "\n" + self.gold.line()
         if self.drift is not None:
             text += "\n" + self.drift.line()
+        if self.gold is not None:
+            text += "\n" + self.gold.line()
         return text
 
 

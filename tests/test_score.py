@@ -83,7 +83,7 @@ def test_messy_csv_every_row_scored_or_rejected(shared, tmp_path):
     result = score(shared, source, "--output", out, "--chunk-rows", 7)
     assert result.exit_code == 0, result.output
     rejects_path = tmp_path / "scored.rejects.csv"
-    summary = result.output.strip().splitlines()[-1]
+    summary = next(line for line in result.output.splitlines() if line.startswith("read "))
     assert summary.startswith(f"read 59 rows: 53 scored (1 truncated), 6 rejected -> {rejects_path}; ")
     assert len(good_ids) + len(expected_rejects) == 59
 
