@@ -306,9 +306,9 @@ def test_the_stall_watchdog_stops_a_deadlocked_run_and_says_what_waits(cluster, 
     path, _ = _one_file(tmp_path / "stalled")
     proc = cli_score([path], tmp_path / "ray", head, tmp_path / "cache",
                      *_ray(cluster, "--concurrency", 2, "--actor-cpus", 1, "--no-resource-check",
-                           "--stall-timeout", 15), env=cluster["env"], wait=False)
+                           "--stall-timeout", 8), env=cluster["env"], wait=False)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, out
-    assert "no chunk finished for 15 s (--stall-timeout), so the run was stopped" in out, out
+    assert "no chunk finished for 8 s (--stall-timeout), so the run was stopped" in out, out
     assert "0 of 2 CPUs free" in out and "read tasks that feed the actors cannot be scheduled" in out, out
     assert "rerun the same command to resume" in out and "Traceback" not in out, out

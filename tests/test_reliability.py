@@ -203,6 +203,7 @@ def test_kill_9_embed_at_random_commits(embed_trials):
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_kill_9_embed_more_trials(embed_trials):
     report(embed_trials.run([0, 7]))  # a timed kill and another event; kill_trials.py --trials 20 for a sweep
 
@@ -221,6 +222,7 @@ def test_kill_9_score_at_random_chunks(score_trials):
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_kill_9_score_more_trials(score_trials):
     score_trials.calibrate()  # a subprocess run: timed kills spread over a real run's duration
     report(score_trials.run([0, 7]))  # a timed kill and another event; kill_trials.py --trials 20 for a sweep
@@ -571,6 +573,7 @@ def test_fuzzed_files_through_score_never_traceback(tmp_path, head_dir, warm):
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_fuzzed_files_through_score_more_cases(tmp_path, head_dir, warm):
     counts = _fuzz_score(tmp_path, head_dir, warm, 150)
     assert counts["cases"] == 150
