@@ -33,9 +33,10 @@ import numpy as np
 TIE = 1e-6  # similarities closer than this around the k-th place are a tie (lowest ids win)
 BLOCK_BYTES = 32 * 2**20  # one block of similarities, float32: 32 MiB
 # search="auto" uses the BLAS for calls of at most MAX_QUERIES queries against at least MIN_STORED
-# stored vectors: the crossover measured in bench/knn_speed.py (BENCHMARKS.md, kNN search)
+# stored vectors: the crossover measured in bench/knn_speed.py (BENCHMARKS.md, kNN search) on a quiet
+# AMD EPYC: BLAS 1.6-5.2x FAISS up to 300 queries a call, FAISS 1.7-2x ahead from 400 queries on
 MIN_STORED = 4_096
-MAX_QUERIES = 1_024
+MAX_QUERIES = 300
 
 
 def prefer_blas(n_train: int, n_query: int) -> bool:
