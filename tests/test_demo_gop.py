@@ -14,7 +14,7 @@ from cli import cli
 
 from .conftest import REPO
 
-pytestmark = [pytest.mark.slow, pytest.mark.data]
+pytestmark = [pytest.mark.slow, pytest.mark.data, pytest.mark.long]  # 2.5 min: bash scripts/test.sh -m long
 
 
 def demo_gop_settings() -> dict[str, str]:
