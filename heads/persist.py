@@ -69,23 +69,40 @@ def save_folder(head, folder: Path) -> Path:
     }
     probe = getattr(head, "probe_", None)
     if probe is not None:
-        buffer = io.BytesIO()
-        np.save(buffer, probe[1], allow_pickle=False)
-        write_atomic(folder / PROBE_FILE, buffer.getvalue(), unique=True)
-        config["probe"] = {"texts": probe[0], "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
+        config["probe"] = {"texts": probe[0], "sha256": _write_array(folder / PROBE_FILE, probe[1]),
                            "source": getattr(head, "probe_source_", None) or "train"}
     elif (folder / PROBE_FILE).exists():
         (folder / PROBE_FILE).unlink()  # an earlier head's probe is not this one's
     reference = getattr(head, "drift_reference_", None)
     if reference is not None:
-        buffer = io.BytesIO()
-        np.save(buffer, np.asarray(reference, dtype=np.float16), allow_pickle=False)
-        write_atomic(folder / DRIFT_FILE, buffer.getvalue(), unique=True)
-        config["drift_reference"] = {"rows": int(len(reference)), "sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}
+        config["drift_reference"] = {"rows": int(len(reference)),
+                                     "sha256": _write_array(folder / DRIFT_FILE, np.asarray(reference, np.float16))}
     elif (folder / DRIFT_FILE).exists():
         (folder / DRIFT_FILE).unlink()  # an earlier head's reference is not this one's
     write_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2), unique=True)
     return folder
+
+
+def _write_array(path: Path, array: np.ndarray) -> str:
+    """Write ``array`` as .npy (no pickle) to ``path``; its sha256 for head.json."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    write_atomic(path, buffer.getvalue(), unique=True)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def _read_array(folder: Path, name: str, digest: str, shape: tuple[int, int], dtype) -> np.ndarray:
+    """A listed .npy file of the head (digest checked, no pickle), which must have ``shape`` and ``dtype``."""
+    path = folder / name
+    data = _read_listed(folder, name, digest)
+    try:
+        vectors = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise HeadError(f"{path} could not be read as an array ({error}); {_DAMAGED}") from None
+    if vectors.shape != shape or vectors.dtype != dtype:
+        raise HeadError(f"{path}: expected {np.dtype(dtype).name} {shape[0]} x {shape[1]}, found {vectors.dtype} "
+                        f"{vectors.shape}; {_DAMAGED}")
+    return vectors
 
 
 def damaged(file_name: str, problem: str) -> HeadError:
@@ -143,19 +160,10 @@ def load_head(folder):
 
 def _load_drift_reference(folder: Path, entry: Any, n_features: int) -> np.ndarray:
     """The drift reference vectors (drift_reference.npy, digest checked): float16 rows x n_features."""
-    path = folder / DRIFT_FILE
     if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("rows"), int):
         raise HeadError(f"{folder / CONFIG_NAME}: field 'drift_reference' should be {{'rows': N, 'sha256': ...}}; "
                         f"{_DAMAGED}")
-    data = _read_listed(folder, DRIFT_FILE, entry["sha256"])
-    try:
-        vectors = np.load(io.BytesIO(data), allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise HeadError(f"{path} could not be read as an array ({error}); {_DAMAGED}") from None
-    if vectors.shape != (entry["rows"], n_features) or vectors.dtype != np.float16:
-        raise HeadError(f"{path}: expected float16 {entry['rows']} x {n_features}, found {vectors.dtype} "
-                        f"{vectors.shape}; {_DAMAGED}")
-    return vectors
+    return _read_array(folder, DRIFT_FILE, entry["sha256"], (entry["rows"], n_features), np.float16)
 
 
 def _read_listed(folder: Path, name: str, digest: str) -> bytes:
@@ -175,20 +183,12 @@ def _read_listed(folder: Path, name: str, digest: str) -> bytes:
 
 def _load_probe(folder: Path, probe: Any, n_features: int) -> tuple[list[str], np.ndarray]:
     """The probe texts (from head.json) and their vectors (probe.npy, digest checked)."""
-    path = folder / PROBE_FILE
     if not isinstance(probe, dict) or not isinstance(probe.get("texts"), list) or not all(
             isinstance(t, str) for t in probe["texts"]) or not isinstance(probe.get("sha256"), str) or (
             probe.get("source", "train") not in PROBE_SOURCES):
         raise HeadError(f"{folder / CONFIG_NAME}: field 'probe' should be {{'texts': [...], 'sha256': ..., 'source': "
                         f"{' or '.join(PROBE_SOURCES)}}}; {_DAMAGED}")
-    data = _read_listed(folder, PROBE_FILE, probe["sha256"])
-    try:
-        vectors = np.load(io.BytesIO(data), allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise HeadError(f"{path} could not be read as an array ({error}); {_DAMAGED}") from None
-    if vectors.shape != (len(probe["texts"]), n_features) or vectors.dtype != np.float32:
-        raise HeadError(f"{path}: expected float32 {len(probe['texts'])} x {n_features}, found "
-                        f"{vectors.dtype} {vectors.shape}; {_DAMAGED}")
+    vectors = _read_array(folder, PROBE_FILE, probe["sha256"], (len(probe["texts"]), n_features), np.float32)
     return list(probe["texts"]), vectors
 
 
