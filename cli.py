@@ -582,6 +582,9 @@ def cache_clear(store, yes, cache_dir, as_json, quiet):
 @click.option("--drift-check/--no-drift-check", default=True, show_default=True,
               help="Compare a sample of up to 1,000 of the file's vectors with the head's training vectors and say in "
                    "the summary whether these tweets look like them (scoring/drift.py; a second or two).")
+@click.option("--line-reader", is_flag=True, default=False,
+              help="Read every row with the line-accurate reader, not clean CSV/TSV/Parquet blocks through Arrow "
+                   "(slower; the output, rejects and counts are the same bytes either way).")
 @click.option("--max-rejects", default=None, metavar="N|P%",
               help="Exit 1 (after writing everything) when more rows than this are rejected: a count, or a share "
                    "of the rows read such as 1%.")
@@ -590,7 +593,7 @@ def cache_clear(store, yes, cache_dir, as_json, quiet):
 @_summary_options
 def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, rejects, chunk_rows, engine,
           ray_address, concurrency, part_format, actor_cpus, stall_seconds, resource_check, review_below, review_path,
-          drift_check, max_rejects, pooling, max_length, batch_size, device, precision, backend, cache_dir, as_json,
+          drift_check, line_reader, max_rejects, pooling, max_length, batch_size, device, precision, backend, cache_dir, as_json,
           quiet):
     """Label INPUTS (files, folders, globs; CSV/TSV/JSONL/Parquet, optionally .gz) into one output file.
 
@@ -635,7 +638,8 @@ def score(inputs, model, head, output, text_col, keep_cols, prefix, label_col, r
                              chunk_rows=chunk_rows, engine=engine, concurrency=concurrency, ray_address=ray_address,
                              part_format=part_format, actor_cpus=actor_cpus, stall_seconds=stall_seconds,
                              resource_check=resource_check, progress=not quiet and not to_stdout,
-                             review_below=review_below, review=review_path, drift_check=drift_check)
+                             review_below=review_below, review=review_path, drift_check=drift_check,
+                             fast=not line_reader)
         summary = score_files(list(inputs), output, embedder, head, config)
         if to_stdout:
             with open(output, "rb") as handle:
@@ -803,12 +807,18 @@ def predict(texts, model, head, input_path, text_col, as_json, pooling, max_leng
 @click.option("--keep-alive-seconds", type=click.FloatRange(0, min_open=True), default=_SERVE.keep_alive_seconds,
               help="How long an idle connection stays open; keep it above the clients' (or load balancer's) idle "
                    "expiry so they close first.")
+@click.option("--drift-window", type=click.IntRange(0), default=_SERVE.drift_window,
+              help="Drift check: the vectors of this many last texts are compared with the head's training vectors "
+                   "(GET /drift; a line on stderr when it fires); 0 switches it off.")
+@click.option("--drift-every", type=click.IntRange(1), default=_SERVE.drift_every,
+              help="Drift check: run it again after this many new texts (in a thread of its own, off the requests' "
+                   "path).")
 @_embed_options
 @cache_dir_option
 def serve(model, head, host, port, max_batch_texts, max_wait_ms, max_texts, max_text_chars, max_body_bytes,
-          max_queued_texts, drain_seconds, keep_alive_seconds, pooling, max_length, batch_size, device, precision,
-          backend, cache_dir):
-    """Serve a head on its model over HTTP: POST /predict {"texts": [...]}, GET /health, GET /info.
+          max_queued_texts, drain_seconds, keep_alive_seconds, drift_window, drift_every, pooling, max_length,
+          batch_size, device, precision, backend, cache_dir):
+    """Serve a head on its model over HTTP: POST /predict {"texts": [...]}, GET /health, GET /info, GET /drift.
 
     Requests that arrive together are batched into one encoder call, through the embedding cache. A
     head of another model is refused before the port opens, as score refuses it. SIGTERM stops
@@ -820,7 +830,7 @@ def serve(model, head, host, port, max_batch_texts, max_wait_ms, max_texts, max_
     config = ServeConfig(host=host, port=port, max_batch_texts=max_batch_texts, max_wait_ms=max_wait_ms,
                          max_texts=max_texts, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes,
                          max_queued_texts=max_queued_texts, drain_seconds=drain_seconds,
-                         keep_alive_seconds=keep_alive_seconds)
+                         keep_alive_seconds=keep_alive_seconds, drift_window=drift_window, drift_every=drift_every)
     embedder = _embedder(model, pooling, max_length, batch_size, device, precision, backend, cache_dir, progress=False)
     run_server(load_predictor(embedder, head), config, announce=click.echo)
 

@@ -91,6 +91,7 @@ class HeadReport:
     class_weight: str | None = None
     select_metric: str = "accuracy"
     calibration: dict | None = None  # head.json's calibration (None: uncalibrated)
+    calibration_ece: dict | None = None  # ECE before/after on the rows T was fitted on, and on the eval file
 
     def summary(self) -> str:
         """One line: fit time and choices, calibration, embedding, and the eval figures when there was an eval file."""
@@ -132,19 +133,35 @@ def predictions_per_second(head, X: np.ndarray, repeats: int = 3) -> float:
     return len(X) / best if best > 0 else float("inf")
 
 
+def calibration_ece(head, X: np.ndarray, y: np.ndarray) -> dict:
+    """``{"rows", "ece_before", "ece_after"}``: the head's ECE on (X, y) without and with its calibration
+    (15 equal-width bins of the top probability, :func:`comparison.probability.ece`)."""
+    from .probability import ece
+
+    raw, calibrated = head.uncalibrated_proba(X), head.predict_proba(X)
+    classes = np.asarray(head.classes_)
+    return {"rows": int(len(y)), "ece_before": ece(raw, classes[raw.argmax(axis=1)] == y),
+            "ece_after": ece(calibrated, classes[calibrated.argmax(axis=1)] == y)}
+
+
 def select_and_fit(head, X: np.ndarray, y: np.ndarray, select_on: str = "train", seed: int = 42,
-                   X_eval: np.ndarray | None = None, y_eval: np.ndarray | None = None, calibrate: str = "none"):
+                   X_eval: np.ndarray | None = None, y_eval: np.ndarray | None = None, calibrate: str = "none",
+                   measured: dict | None = None):
     """Choose the head's hyperparameters (on a stratified 10% of train, or on the eval set), then fit.
 
     ``select_on="train"``: a probe fitted on 90% of the rows picks them on the other 10%, and the
     head is refit on every row with the choice fixed. ``"eval"``: one fit that picks them on
     (X_eval, y_eval). ``calibrate="temperature"`` fits a temperature on those same selection rows
-    (the probe's probabilities on its holdout, or the head's on the eval set). Returns the fitted head.
+    (the probe's probabilities on its holdout, or the head's on the eval set). Returns the fitted head;
+    ``measured``, a dict, gets ``"holdout"``: :func:`calibration_ece` on the rows T was fitted on.
     """
     if calibrate not in CALIBRATIONS:
         raise TweetheadsError(f"calibrate must be one of {', '.join(CALIBRATIONS)}, got {calibrate!r}")
     if select_on == "eval":
-        return head.fit(X, y, X_eval=X_eval, y_eval=y_eval).calibrate(X_eval, y_eval, calibrate)
+        head = head.fit(X, y, X_eval=X_eval, y_eval=y_eval).calibrate(X_eval, y_eval, calibrate)
+        if measured is not None and calibrate != "none":
+            measured["holdout"] = calibration_ece(head, X_eval, y_eval)
+        return head
     counts = np.unique(y, return_counts=True)[1]
     stratify = y if counts.min() >= 2 else None
     # 10% of the rows, and at least one of each class when stratified
@@ -154,6 +171,8 @@ def select_and_fit(head, X: np.ndarray, y: np.ndarray, select_on: str = "train",
     final = probe.refit(X, y)
     if calibrate != "none":
         final.set_calibration(probe.calibrate(X[hold_rows], y[hold_rows], calibrate).calibration_)
+        if measured is not None:
+            measured["holdout"] = calibration_ece(probe, X[hold_rows], y[hold_rows])
     return final
 
 
@@ -181,8 +200,10 @@ def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), e
                                   "a head cannot predict them")
         encoded, embed_seconds = encoded + eval_stats.encoded, embed_seconds + eval_stats.seconds
     start = time.perf_counter()
+    measured: dict = {}
     head = select_and_fit(head, X, y, config.select_on, config.seed,
-                          *((X_eval, y_eval) if config.select_on == "eval" else (None, None)), calibrate=config.calibrate)
+                          *((X_eval, y_eval) if config.select_on == "eval" else (None, None)), calibrate=config.calibrate,
+                          measured=measured)
     fit_seconds = time.perf_counter() - start
     enc = embedder.load()
     # the description without the encoder's local path: head.json names the model as it was given
@@ -216,6 +237,9 @@ def fit_head(embedder, train_path, out_dir, config: HeadConfig = HeadConfig(), e
         report.macro_f1 = float(f1_score(y_eval, predicted, average="macro"))
         report.accuracy_ci95, report.macro_f1_ci95 = bootstrap_intervals(y_eval, predicted, seed=config.seed)
         report.predictions_per_second = predictions_per_second(head, X_eval)
+        if head.calibration_ is not None:
+            measured["eval"] = calibration_ece(head, X_eval, y_eval)
+    report.calibration_ece = measured or None
     files = {"train": _file_entry(train_path, len(y))}
     if evals is not None:
         files["eval"] = _file_entry(eval_path, len(y_eval))

@@ -196,7 +196,8 @@ def head_card(record: dict):
                          metrics=["accuracy", "f1"] if results else None,
                          tweetheads={"head": record["head"], "encoder": enc["name"],
                                      "encoder_fingerprint": enc["fingerprint"], "pooling": enc["pooling"],
-                                     "max_length": enc["max_length"], "normalization": enc["normalization"]})
+                                     "max_length": enc["max_length"], "normalization": enc["normalization"],
+                                     "calibration": _calibration_meta(record.get("calibration"))})
     made = (f"the fine-tuned run `{enc['name']}` (fine-tuned from {_link(enc.get('base_model'))})"
             if enc["kind"] == "run" else f"{_link(enc.get('hub_id'))}" if enc.get("hub_id") else f"`{enc['name']}`")
     chosen = ", ".join(f"{k}={v:g}" for k, v in record["selected"].items()) or "none (no search)"
@@ -216,6 +217,7 @@ def head_card(record: dict):
     lines += ["", f"Chosen hyperparameter: {chosen}, picked by {record['select_metric']} on "
                   + ("the eval file (the eval figures above are then optimistic)" if record["select_on"] == "eval"
                      else "a stratified 10% of the training rows, then refit on all of them") + ".", "",
+              *calibration_section(record.get("calibration"), record.get("calibration_ece"), record["select_on"]),
               "## Training data", "", file_line("train", record["train"]), "",
               "## Portability probe", "", record["probe"], "", LIMITS, "", "## How to use", "",
               "```python", "from scoring.predictor import Predictor", "",
@@ -227,6 +229,42 @@ def head_card(record: dict):
               "- `probe.npy`: the probe's vectors (its texts are in `head.json`)",
               "- `train_report.json`: how it was trained (timings, columns, the figures above)"]
     return make_card(data, "\n".join(lines))
+
+
+def _calibration_meta(calibration: dict | None) -> dict:
+    if calibration is None:
+        return {"method": "none"}
+    return {k: calibration.get(k) for k in ("method", "temperature", "smoothing", "rows")}
+
+
+def calibration_section(calibration: dict | None, measured: dict | None, select_on: str = "train") -> list[str]:
+    """The card's "Calibration" lines: the method and its numbers (head.json's ``calibration``), and the
+    expected calibration error before and after on the rows it was fitted on and on the eval file."""
+    lines = ["## Calibration", ""]
+    if calibration is None:
+        return lines + ["Not calibrated (`--calibrate none`): the probabilities are the head's own.", ""]
+    rows, T, smoothing = calibration.get("rows", 0), calibration["temperature"], calibration.get("smoothing", 0.0)
+    if T == 1.0 and smoothing == 0.0:
+        lines.append(f"Temperature scaling was asked for, but none was applied: {rows} held-out rows "
+                     + ("are too few to fit one (at least 50)." if rows < 50 else "and no temperature lowered their "
+                        "log-loss.") + " The probabilities are the head's own.")
+    else:
+        held = ("the eval file, which also chose the hyperparameters" if select_on == "eval" else
+                "the 10% of the training rows that chose the hyperparameters, not trained on")
+        before, after = calibration.get("nll_before"), calibration.get("nll_after")
+        nll = "" if after is None else f"; log-loss {fixed(before, 3)} -> {fixed(after, 3)}"
+        lines.append(f"Probabilities are calibrated by temperature scaling, `softmax(log(p + s) / T)` over the "
+                     f"head's own probabilities `p`, with T = {T:.3f} and s = {smoothing:g}, fitted by log-loss on "
+                     f"{rows} held-out rows ({held}{nll}). "
+                     "The most probable class, hence every accuracy figure, is the same with and without it.")
+    named = {"holdout": "the rows T was fitted on (so the after figure is optimistic)",
+             "eval": "the eval file" + (" (T was fitted on it too)" if select_on == "eval" else "")}
+    found = [(named[k], v) for k, v in (measured or {}).items() if k in named and v]
+    if found:
+        lines += ["", "Expected calibration error (15 equal-width bins of the top probability; lower is better):", "",
+                  "| rows | n | ECE before | ECE after |", "|:--|--:|--:|--:|"]
+        lines += [f"| {what} | {v['rows']} | {fixed(v['ece_before'])} | {fixed(v['ece_after'])} |" for what, v in found]
+    return lines + [""]
 
 
 def encoder_record(enc) -> dict:
@@ -279,4 +317,6 @@ def head_record(head, report: dict, name: str, encoder: dict | None = None) -> d
             "encoder": encoder or report.get("encoder") or encoder_record_from_head(head),
             "params": head.get_params(deep=False), "selected": head.selected_params(),
             "select_metric": head.select_metric, "select_on": (report.get("config") or {}).get("select_on", "train"),
-            "train": train, "eval": ev, "probe": probe}
+            "train": train, "eval": ev, "probe": probe,
+            "calibration": None if getattr(head, "calibration_", None) is None else head.calibration_.to_json(),
+            "calibration_ece": report.get("calibration_ece")}

@@ -208,7 +208,9 @@ class LogisticHead(BaseHead):
         return {"C": float(self.C_)}
 
     def _predict_proba(self, X) -> np.ndarray:
-        scores = ((X.astype(np.float64) - self.mean_) / self.scale_) @ self.coef_.T
+        Z = np.subtract(X, self.mean_, dtype=np.float64)  # the numbers of (X - mean) / scale, with fewer copies
+        Z /= self.scale_
+        scores = Z @ self.coef_.T
         scores += self.intercept_
         if self.coef_.shape[0] == 1:  # binary: sklearn keeps one row for the second class
             p = expit(scores[:, 0])

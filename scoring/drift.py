@@ -119,9 +119,71 @@ class VectorSample(Reservoir):
         return np.stack(self.kept) if self.kept else np.empty((0, 0), dtype=np.float32)
 
 
+class KeyedSample:
+    """A uniform sample of ``size`` rows over chunks scored anywhere, in any order: ``score --engine ray``'s.
+
+    Every row of chunk ``(file, chunk)`` gets a random key from a generator seeded by ``(seed, file,
+    chunk)``; the sample is the ``size`` rows with the smallest keys over all chunks, which is a
+    uniform draw without replacement, and the same whichever actor scored a chunk and whichever
+    chunk finished first. A worker sends its chunk's :func:`keyed_part` (the chunk's own ``size``
+    smallest keys: no fewer can be sure to hold its share); the driver ``add``s them.
+    """
+
+    def __init__(self, size: int = DriftConfig.sample):
+        self.size = size
+        self.keys = np.empty(0)
+        self.where = np.empty((0, 3), dtype=np.int64)  # (file, chunk, row in the chunk) of each kept row
+        self.rows: np.ndarray | None = None
+
+    def add(self, file: int, chunk: int, part: dict) -> None:
+        """Merge one chunk's part (see :func:`keyed_part`), keeping the ``size`` smallest keys."""
+        keys = np.frombuffer(part["drift_keys"], dtype=np.float64)
+        if not len(keys):
+            return
+        rows = np.frombuffer(part["drift_rows"], dtype=np.int64)
+        vectors = np.frombuffer(part["drift_vectors"], dtype=np.float16).reshape(len(keys), -1)
+        where = np.column_stack([np.full(len(keys), file), np.full(len(keys), chunk), rows])
+        self.keys = np.concatenate([self.keys, keys])
+        self.where = np.concatenate([self.where, where])
+        self.rows = vectors.copy() if self.rows is None else np.concatenate([self.rows, vectors])
+        keep = np.argsort(self.keys, kind="stable")[:self.size]
+        self.keys, self.where, self.rows = self.keys[keep], self.where[keep], self.rows[keep]
+
+    def vectors(self) -> np.ndarray:
+        """The kept rows in input order (file, chunk, row): a file of at most ``size`` rows gives all its rows
+        in the order the local engine's reservoir keeps them, so both engines check the same rows."""
+        if self.rows is None:
+            return np.empty((0, 0), dtype=np.float32)
+        order = np.lexsort(self.where.T[::-1])
+        return self.rows[order].astype(np.float32)
+
+
+def keyed_part(vectors: np.ndarray, file: int, chunk: int, size: int = DriftConfig.sample,
+               seed: int = DriftConfig.seed) -> dict:
+    """A chunk's share of a :class:`KeyedSample`: its ``size`` rows with the smallest keys, as bytes (float16 vectors)."""
+    vectors = np.asarray(vectors)
+    keys = np.random.default_rng([seed, file, chunk]).random(len(vectors))
+    rows = np.sort(np.argsort(keys, kind="stable")[:size])
+    return {"drift_keys": keys[rows].tobytes(), "drift_rows": rows.astype(np.int64).tobytes(),
+            "drift_vectors": vectors[rows].astype(np.float16).tobytes()}
+
+
+NO_PART = {"drift_keys": b"", "drift_rows": b"", "drift_vectors": b""}  # a chunk that sends no sample
+
+
 def not_run(why: str) -> DriftResult:
     """A result that says why no check ran (printed as the summary's drift line)."""
     return DriftResult(None, 0, 0, DriftConfig.auc_threshold, why)
+
+
+def missing_reference(classifier, end_to_end: bool) -> str | None:
+    """Why ``classifier`` cannot be drift-checked (it keeps no reference vectors), or None when it can."""
+    if getattr(classifier, "drift_reference_", None) is not None:
+        return None
+    if end_to_end:
+        return "the end-to-end model keeps no drift reference; score with a head for it"
+    return ("the head keeps no drift reference: it was saved before tweetheads kept one, or with "
+            "--no-drift-reference; train it again for the check")
 
 
 def reference_sample(X: np.ndarray, size: int = DriftConfig.sample, seed: int = 0) -> np.ndarray:
@@ -141,6 +203,7 @@ def domain_auc(reference: np.ndarray, scored: np.ndarray, config: DriftConfig = 
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from threadpoolctl import threadpool_limits
 
     reference, scored = np.asarray(reference, dtype=np.float32), np.asarray(scored, dtype=np.float32)
     if reference.ndim != 2 or scored.ndim != 2 or (len(scored) and reference.shape[1] != scored.shape[1]):
@@ -156,5 +219,10 @@ def domain_auc(reference: np.ndarray, scored: np.ndarray, config: DriftConfig = 
     X = np.concatenate([a, b])
     y = np.r_[np.zeros(n), np.ones(n)]
     folds = StratifiedKFold(config.folds, shuffle=True, random_state=config.seed)
-    proba = cross_val_predict(LogisticRegression(C=1.0, max_iter=2000), X, y, cv=folds, method="predict_proba")[:, 1]
+    # one BLAS thread: these are small matrices, and on busy cores OpenBLAS's threads spin-wait on each other
+    # (1,000 + 1,000 MiniLM GOP rows: 0.6-0.8 s with one thread, 37-38 s with OpenBLAS's two, same AUC, measured
+    # alternately on 2 cores shared with other work, load ~9; a quiet machine was not measured)
+    with threadpool_limits(limits=1, user_api="blas"):
+        proba = cross_val_predict(LogisticRegression(C=1.0, max_iter=2000), X, y, cv=folds,
+                                  method="predict_proba")[:, 1]
     return DriftResult(float(roc_auc_score(y, proba)), len(scored), len(reference), config.auc_threshold)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from embed.data import file_format
@@ -105,9 +106,13 @@ class CsvOutput:
 
     def append(self, rows: list[list]) -> None:
         """Write ``rows`` at the end (each call as its own gzip member for ``.gz``); not yet fsynced."""
-        if not rows:
+        if rows:
+            self.append_bytes(csv_bytes(rows))
+
+    def append_bytes(self, data: bytes) -> None:
+        """Write CSV lines already formatted (:func:`csv_block`), as :meth:`append` writes rows."""
+        if not data:
             return
-        data = csv_bytes(rows)
         self.handle.write(gzip.compress(data, compresslevel=6, mtime=0) if self.compress else data)
         self.dirty = True
 
@@ -155,6 +160,48 @@ def csv_bytes(rows: list[list]) -> bytes:
             (quoted if any(isinstance(cell, str) and "\r" in cell for cell in row) else minimal).writerow(row)
         text = buffer.getvalue()
     return text.encode("utf-8", "surrogateescape")
+
+
+_NEEDS_QUOTES = '[,"\n]'  # what Python's csv writer (QUOTE_MINIMAL, "\n" line ends) quotes a field for
+
+
+def csv_cells(values: pa.Array) -> pa.Array:
+    """String cells as :func:`csv_bytes` writes them: a cell holding ``,``, ``"`` or ``\n`` quoted, quotes doubled.
+
+    No cell may hold ``\r`` (``csv_bytes`` quotes such a row's every field; callers check first).
+    """
+    values = values.cast(pa.string()) if values.type != pa.string() else values
+    need = pc.match_substring_regex(values, _NEEDS_QUOTES)
+    if not pc.any(need).as_py():
+        return values
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', "")
+    return pc.if_else(need, quoted, values)
+
+
+def float_cells(values: np.ndarray) -> pa.Array:
+    """float64 values as ``str(value)`` writes them (Python's shortest repr), Arrow's cast doing most of them.
+
+    Arrow's cast gives the same shortest digits where Python writes positional notation and the value
+    is not whole (1e-4 <= v < 1e6; checked on 10^6 values in tests/test_blocks.py, and to 1e15);
+    elsewhere (1.0, 0.0, 9.6e-05, nan, negatives) Python's ``repr`` writes it.
+    """
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    cells = pc.cast(pa.array(values), pa.string())
+    odd = ~((values >= 1e-4) & (values < 1e6)) | (values == np.floor(values))
+    if odd.any():
+        cells = pc.replace_with_mask(cells, pa.array(odd), pa.array(list(map(repr, values[odd].tolist())),
+                                                                     type=pa.string()))
+    return cells
+
+
+def csv_block(columns: list) -> bytes:
+    """Rows of cells already passed through :func:`csv_cells` (arrays, or scalars repeated) as CSV bytes."""
+    lines = pc.binary_join_element_wise(*columns, ",")  # at least one column must be an array
+    if len(lines) == 0:
+        return b""
+    lines = pc.binary_join_element_wise(lines, pa.scalar(""), "\n")  # each line, "\n" and nothing
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
+    return lines.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
 
 
 class ParquetOutput:
@@ -291,6 +338,16 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def _same_column(column: pa.ChunkedArray, hint: pa.DataType | None, chunk) -> pa.Array:
+    """An Arrow chunk's column as ``arrow_column`` builds it from the rows: itself where its type is plain."""
+    kind = column.type
+    if hint is not None and kind == hint and (pa.types.is_string(kind) or pa.types.is_large_string(kind) or
+                                              pa.types.is_integer(kind) or pa.types.is_floating(kind) or
+                                              pa.types.is_boolean(kind)):
+        return column.combine_chunks()
+    return arrow_column(column.to_pylist(), hint)
+
+
 REJECT_COLUMNS = ["file", "line", "reason", "raw"]
 
 
@@ -333,11 +390,46 @@ class RowFormatter:
         return [[as_text(row[i]) for i in at] + [str(label)] + [str(p) for p in probs] + self.ids
                 for row, label, probs in zip(chunk.rows, self.labels(picked), proba)]
 
+    def csv_lines(self, chunk, picked: np.ndarray, proba: np.ndarray, take: np.ndarray | None = None) -> bytes | None:
+        """The bytes ``csv_bytes(self.rows(...))`` writes, formatted column by column from an Arrow chunk
+        (``take``: only those rows); None where that cannot be done exactly (not an Arrow chunk, a
+        cell holding ``\r``, probabilities that are not float64), so the caller formats row by row."""
+        table = getattr(chunk, "table", None)
+        if table is None or proba.dtype != np.float64:
+            return None
+        at = self._positions(chunk.columns)
+        if take is not None:
+            table, picked, proba = table.take(pa.array(take)), picked[take], proba[take]
+        cells = []
+        for i in at:
+            column = table.column(i).combine_chunks()
+            if column.type not in (pa.string(), pa.large_string()):  # Parquet numbers, lists, ...: as rows() has them
+                column = pc.fill_null(pa.array([as_text(v) for v in column.to_pylist()], type=pa.string()), "")
+            elif column.null_count:
+                column = pc.fill_null(column, "")
+            if pc.any(pc.match_substring(column, "\r")).as_py():
+                return None
+            cells.append(csv_cells(column))
+        labels = csv_cells(pa.array([str(c) for c in self.classes], type=pa.string()))
+        if pc.any(pc.match_substring(labels, "\r")).as_py():
+            return None
+        cells.append(labels.take(pa.array(picked)))
+        cells += [float_cells(proba[:, j]) for j in range(proba.shape[1])]
+        ids = csv_cells(pa.array(self.ids, type=pa.string()))
+        if pc.any(pc.match_substring(ids, "\r")).as_py():
+            return None
+        cells += [ids[0], ids[1]]
+        return csv_block(cells)
+
     def table(self, chunk, picked: np.ndarray, proba: np.ndarray) -> pa.Table:
         """The same output as an Arrow table, with the kept columns' types hinted from the input file."""
         hints = self._hints(chunk.file)
         at = self._positions(chunk.columns)
-        arrays = [arrow_column([row[i] for row in chunk.rows], hints[name]) for name, i in zip(self.kept, at)]
+        source = getattr(chunk, "table", None)
+        if source is not None:  # an Arrow chunk: columns of plain types as they are, others as rows() has them
+            arrays = [_same_column(source.column(i), hints[name], chunk) for name, i in zip(self.kept, at)]
+        else:
+            arrays = [arrow_column([row[i] for row in chunk.rows], hints[name]) for name, i in zip(self.kept, at)]
         arrays.append(pa.array(self.labels(picked).tolist(), type=self._label_type()))
         arrays += [pa.array(proba[:, j].astype(np.float64)) for j in range(proba.shape[1])]
         arrays += [pa.array([value] * len(chunk.rows), type=pa.string()) for value in self.ids]
@@ -346,6 +438,8 @@ class RowFormatter:
     def gold_cells(self, chunk, column: str) -> list:
         """The chunk's gold cells of ``column`` (None for each row when its file has no such column)."""
         at = chunk.columns.index(column) if column in chunk.columns else None
+        if at is not None and getattr(chunk, "table", None) is not None:
+            return chunk.table.column(at).to_pylist()
         return [None if at is None else row[at] for row in chunk.rows]
 
     def _hints(self, path: Path) -> dict:

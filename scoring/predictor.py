@@ -213,12 +213,13 @@ class Predictor:
         proba, truncated, _ = self.predict_counted(check_texts(texts))
         return proba, truncated
 
-    def predict_counted(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    def predict_counted(self, texts: list[str], on_vectors=None) -> tuple[np.ndarray, np.ndarray, int]:
         """``(probabilities, truncated, encoded)`` for texts already checked (``score``'s reader rejects
-        empty ones): ``encoded`` counts the distinct texts that missed the cache."""
+        empty ones): ``encoded`` counts the distinct texts that missed the cache. ``on_vectors(vectors)``
+        sees the texts' vectors (the drift checks of ``serve`` and ``score --engine ray``)."""
         if self._truncation is None:
             self._truncation = Truncation(self.embedder)
-        return predict_texts(self.embedder, self.classifier, self._truncation, texts)
+        return predict_texts(self.embedder, self.classifier, self._truncation, texts, on_vectors)
 
     def info(self) -> dict:
         """What ``serve``'s ``/info`` and ``predict --json`` report: model, head, classes, fingerprint, backend."""

@@ -7,7 +7,7 @@ accounting at the end; it never parses an input row or writes an output row. One
                 --(ChunkWriter actors: ActorPoolStrategy(size=concurrency), one GPU each where the
                    cluster has GPUs and the backend is torch)--> part files on disk + one small record per chunk to the driver
 
-A read task streams its file through :func:`scoring.reader.iter_chunks`, the local engine's reader,
+A read task streams its file through :func:`scoring.blocks.iter_chunks`, the local engine's reader,
 so the chunks, reject reasons and line numbers are the same. A ``ChunkWriter`` builds the
 ``Embedder`` and the classifier once, then for each chunk embeds through the cache, classifies,
 formats the rows with the local engine's :class:`scoring.output.RowFormatter`, and writes::
@@ -38,12 +38,17 @@ names above) and started clean; a non-empty folder that is not a score folder is
 
 The embedding cache: each actor opens the cache folder on its own node, so every node keeps a
 local store (SQLite + shard files) and a text a node embedded is not encoded again when that node
-scores it again. Point the cache at node-local disk: SQLite's locking is not safe on network file
+scores it again. The drift check (:mod:`scoring.drift`): each chunk's actor sends back, with the
+chunk's small row, its share of a :class:`~scoring.drift.KeyedSample` (at most 1,000 float16
+vectors, 0.75 MB for MiniLM), and the driver keeps the 1,000 with the smallest keys: a uniform
+sample of the rows this run scored (chunks an earlier, interrupted run finished are not in it).
+Point the cache at node-local disk: SQLite's locking is not safe on network file
 systems. ``ray_address`` joins a running cluster (every node needs this package, the model, the
 head or run folder and the inputs at the same paths); otherwise a local Ray is started and shut down.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -58,11 +63,12 @@ import numpy as np
 from embed.errors import TweetheadsError
 from fileio import atomic_path, fsync_dir, write_atomic
 
+from .drift import NO_PART, KeyedSample, keyed_part
 from .gold import GoldTally
 from .output import REJECT_COLUMNS, RowFormatter, csv_bytes, reject_rows
 from .predict import load_classifier
 from .predictor import CheckedHead, Predictor
-from .reader import iter_chunks
+from .blocks import iter_chunks
 
 MANIFEST = "manifest.json"
 SCORED, REJECTS, RECORDS = "scored", "rejects", "_records"
@@ -97,6 +103,9 @@ class WorkSpec:
     label_col: str | None
     embedder_params: dict
     head_spec: tuple[str, str]
+    files: tuple = ()  # the driver's InputFile records, paths made absolute: no read task opens a header again
+    drift_sample: int = 0  # rows of each chunk's vectors sent back for the drift check (0: none)
+    fast: bool = True  # clean blocks through Arrow (scoring/blocks.py), as ScoreConfig.fast
 
 
 def part_name(file: int, chunk: int) -> str:
@@ -115,7 +124,8 @@ def read_file(item: dict, spec: WorkSpec):
 
     file, done = int(item["file"]), {int(c) for c in item["done"]}
     rows = chunks = 0
-    for chunk in iter_chunks([Path(spec.paths[file])], spec.text_col, spec.chunk_rows):
+    source = spec.files[file] if spec.files else Path(spec.paths[file])
+    for chunk in iter_chunks([source], spec.text_col, spec.chunk_rows, fast=spec.fast):
         rows += chunk.rows_read
         chunks += 1
         if chunk.index not in done:
@@ -143,7 +153,9 @@ class ChunkWriter:
     def __call__(self, row: dict) -> dict:
         chunk = row["payload"]
         file, spec = int(row["file"]), self.spec
-        proba, truncated, encoded = self.predictor.predict_counted(chunk.texts)
+        seen: list[np.ndarray] = []  # the chunk's vectors, for its share of the drift check's sample
+        proba, truncated, encoded = self.predictor.predict_counted(chunk.texts,
+                                                                   seen.append if spec.drift_sample else None)
         picked = np.argmax(proba, axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
         name = part_name(file, chunk.index)
         if chunk.rows:
@@ -154,7 +166,10 @@ class ChunkWriter:
                 with atomic_path(target) as tmp:
                     pq.write_table(spec.formatter.table(chunk, picked, proba), tmp)
             else:
-                write_atomic(target, csv_bytes([spec.formatter.columns, *spec.formatter.rows(chunk, picked, proba)]))
+                lines = spec.formatter.csv_lines(chunk, picked, proba)
+                if lines is None:
+                    lines = csv_bytes(spec.formatter.rows(chunk, picked, proba))
+                write_atomic(target, csv_bytes([spec.formatter.columns]) + lines)
         if chunk.rejects:
             write_atomic(self.folder / REJECTS / f"{name}.csv", csv_bytes([REJECT_COLUMNS, *reject_rows(chunk)]))
         gold = None
@@ -166,7 +181,8 @@ class ChunkWriter:
                   "rows_rejected": len(chunk.rejects), "truncated": int(np.count_nonzero(truncated)),
                   "encoded": int(encoded), "node": self.node, "pid": os.getpid(), "gold": gold}
         write_atomic(self.folder / RECORDS / f"chunk-{file:05d}-{chunk.index:08d}.json", json.dumps(record))
-        return {"file": file, "chunk": chunk.index, "rows_read": chunk.rows_read}
+        part = keyed_part(seen[0], file, chunk.index, spec.drift_sample) if seen else NO_PART
+        return {"file": file, "chunk": chunk.index, "rows_read": chunk.rows_read, **part}
 
 
 # -- in the driver -------------------------------------------------------------------------------
@@ -394,9 +410,13 @@ def score_on_ray(plan, config, formatter: RowFormatter, update: Callable[[int], 
     folder.mkdir(parents=True, exist_ok=True)
     done, cleared = _open_folder(folder, plan.identity)
     files_done = _files_done(folder, done, len(plan.paths))
+    sample = KeyedSample()  # the drift check's rows, from the workers (scoring/drift.py)
+    wanted = config.drift_check and getattr(plan.classifier, "drift_reference_", None) is not None
     spec = WorkSpec(str(folder.resolve()), tuple(str(p.resolve()) for p in plan.paths), config.text_col,
                     config.chunk_rows, config.part_format, formatter, plan.label_col,
-                    embedder_params(plan.embedder), plan.head_spec)
+                    embedder_params(plan.embedder), plan.head_spec,
+                    tuple(dataclasses.replace(f, path=f.path.resolve()) for f in plan.files),
+                    drift_sample=sample.size if wanted else 0, fast=config.fast)
     items = [{"file": i, "done": sorted(c for f, c in done if f == i)}
              for i in range(len(plan.paths)) if i not in files_done]
     for record in done.values():
@@ -425,6 +445,7 @@ def score_on_ray(plan, config, formatter: RowFormatter, update: Callable[[int], 
             rows = follow(dataset.iter_rows(), config.stall_seconds, _describe(ray, sizing, config.concurrency))
             for row in rows:
                 update(int(row["rows_read"]))
+                sample.add(int(row["file"]), int(row["chunk"]), row)
         finally:
             data_logger.setLevel(level)
             if connected:
@@ -437,6 +458,7 @@ def score_on_ray(plan, config, formatter: RowFormatter, update: Callable[[int], 
     manifest = {"kind": _KIND, "identity": plan.identity, "state": "finished", "part_format": config.part_format,
                 "columns": plan.columns, **{k: v for k, v in accounting.items() if k != "gold"}}
     write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1), durable=True)
+    accounting["drift_vectors"] = sample.vectors()  # this run's chunks only: a resumed run's earlier ones are not in it
     return accounting
 
 

@@ -59,10 +59,9 @@ and either fails the block or skips bad rows without saying which physical line 
 the text is decoded with ``errors="surrogateescape"`` so invalid bytes survive as lone surrogates
 and can be found per record; the parser pulls one physical line at a time, so tracking
 ``reader.line_num`` gives each record's exact first line, and each record gets its own verdict.
-Speed is not the constraint: scoring runs at a few hundred rows/s on the encoder, while this
-reader measured 210k-270k rows/s (0.73-0.95 s over six runs for a generated 200k-row, 34 MB CSV:
-5 columns, ~130-character tweets with some non-ASCII, chunk_rows=4096, CPython 3.11 on a busy
-2-core machine); a bare ``csv.reader`` loop over the same file took 0.3-0.5 s.
+This reader is the authority on every record; ``score`` reads clean CSV/TSV and Parquet blocks
+through Arrow instead (:func:`scoring.blocks.iter_chunks`), where the chunks come out the same,
+and hands every block with anything to reject or count to this reader.
 
 ``csv.field_size_limit`` is set process-wide to ``FIELD_LIMIT`` (64 Mi characters) when a CSV/TSV
 file is opened, so 100 KB tweets and longer fields are read instead of raising.
@@ -73,6 +72,7 @@ import codecs
 import csv
 import glob
 import gzip
+import io
 import json
 import re
 import zlib
@@ -87,6 +87,7 @@ from embed.data import FORMATS, file_format
 from embed.errors import DataError
 
 RAW_LIMIT = 200
+_SAMPLE = 1 << 16  # bytes read to estimate a text file's rows
 FIELD_LIMIT = 64 * 1024 * 1024
 DELIMITERS = {"csv": ",", "tsv": "\t"}
 
@@ -167,69 +168,142 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return found
 
 
+@dataclass(frozen=True)
+class InputFile:
+    """One input as :func:`inspect_file` found it: what the plan, the progress bar and every reader take.
+
+    ``rows`` is an estimate for the progress bar: Parquet's exact row count, an uncompressed text
+    file's size over the mean bytes per line of its first ``_SAMPLE`` bytes, None for ``.gz``.
+    """
+
+    path: Path
+    format: str  # csv, tsv, jsonl or parquet
+    compressed: bool  # .gz
+    columns: tuple[str, ...]
+    size: int  # bytes on disk
+    mtime_ns: int
+    rows: int | None = None
+
+
+def inspect_file(path: Path, text_col: str = "text") -> InputFile:
+    """Open one file once: format, header and text column checked (DataError), size and a row estimate."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the path")
+    fmt = file_format(path)
+    columns, rows = _header(path, fmt)
+    if text_col not in columns:
+        raise DataError(
+            f"{path}: no text column {text_col!r}; columns found: {name_list(columns)}. "
+            "Pick one with --text-col."
+        )
+    if columns.count(text_col) > 1:
+        raise DataError(f"{path}: the header names column {text_col!r} more than once; rename the others")
+    stat = path.stat()
+    if rows is None and not _gz(path):
+        rows = _estimate_lines(path, stat.st_size) - (fmt in DELIMITERS)
+    return InputFile(path, fmt, _gz(path), tuple(columns), stat.st_size, stat.st_mtime_ns, rows)
+
+
+def resolve_inputs(inputs: list[str], text_col: str = "text") -> list[InputFile]:
+    """:func:`expand_inputs`, then :func:`inspect_file` on each file: every input resolved once."""
+    return [inspect_file(path, text_col) for path in expand_inputs(inputs)]
+
+
 def check_inputs(paths: list[Path], text_col: str = "text") -> dict[Path, list[str]]:
     """Open every file before any row is read; return each file's columns or raise DataError."""
     if not paths:
         raise DataError("no input files to read; pass at least one file")
-    headers: dict[Path, list[str]] = {}
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise DataError(f"{path}: file not found; check the path")
-        columns = _header(path, file_format(path))
-        if text_col not in columns:
-            raise DataError(
-                f"{path}: no text column {text_col!r}; columns found: {name_list(columns)}. "
-                "Pick one with --text-col."
-            )
-        if columns.count(text_col) > 1:
-            raise DataError(f"{path}: the header names column {text_col!r} more than once; rename the others")
-        headers[path] = columns
-    return headers
+    return {Path(p): list(inspect_file(Path(p), text_col).columns) for p in paths}
 
 
-def iter_chunks(paths: list[Path], text_col: str = "text", chunk_rows: int = 4096) -> Iterator[Chunk]:
-    """Check every file now (DataError), then stream deterministic chunks of ``chunk_rows`` records."""
+def _estimate_lines(path: Path, size: int) -> int:
+    """Lines in an uncompressed file: counted when it fits in one sample, else scaled from three samples
+    (its start, middle and end), so the estimate takes three small reads whatever the file's size."""
+    with open(path, "rb") as handle:
+        if size <= _SAMPLE:
+            data = handle.read()
+            return data.count(b"\n") + (bool(data) and not data.endswith(b"\n"))
+        width, newlines = _SAMPLE // 3, 0
+        for at in (0, size // 2, size - width):
+            handle.seek(at)
+            newlines += handle.read(width).count(b"\n")
+    return max(1, round(newlines * size / (3 * width)))
+
+
+def iter_chunks(paths: list, text_col: str = "text", chunk_rows: int = 4096) -> Iterator[Chunk]:
+    """Check every file now (DataError), then stream deterministic chunks of ``chunk_rows`` records.
+
+    ``paths`` are paths or :class:`InputFile` records (those are not opened again before reading).
+    :func:`scoring.blocks.iter_chunks` gives the same chunks, clean blocks read through Arrow.
+    """
+    return _chunks(as_files(paths, text_col, chunk_rows), text_col, chunk_rows)
+
+
+def as_files(paths: list, text_col: str, chunk_rows: int) -> list[InputFile]:
+    """``paths`` as InputFile records (paths are inspected now: DataError); checks ``chunk_rows``."""
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    paths = [Path(p) for p in paths]
-    headers = check_inputs(paths, text_col)
-    return _chunks(paths, headers, text_col, chunk_rows)
+    files = [p if isinstance(p, InputFile) else inspect_file(Path(p), text_col) for p in paths]
+    if not files:
+        raise DataError("no input files to read; pass at least one file")
+    return files
 
 
-def _chunks(paths: list[Path], headers: dict[Path, list[str]], text_col: str, chunk_rows: int) -> Iterator[Chunk]:
+def _chunks(files: list[InputFile], text_col: str, chunk_rows: int) -> Iterator[Chunk]:
     index = 0
-    for path in paths:
-        columns = headers[path]
-        width, at = len(columns), columns.index(text_col)
-        chunk = None
-        for line, row, reason, raw in _records(path, columns, chunk_rows):
-            if chunk is None:
-                chunk = Chunk(path, list(columns), [], [], [], [], index, 0)
-            if reason is None:
-                if len(row) != width:
-                    reason = f"ragged row: expected {width} columns, found {len(row)}"
-                else:
-                    text = row[at]
-                    if isinstance(text, str) and text and not text.isspace():
-                        chunk.rows.append(row)
-                        chunk.texts.append(text)
-                        chunk.lines.append(line)
-                    elif text is None or isinstance(text, str):
-                        reason = "empty text"
-                    else:
-                        reason = "text is not a string"
-            if reason is not None:
-                if raw is None:  # Parquet: show the row as JSON
-                    raw = json.dumps(dict(zip(columns, row)), ensure_ascii=False, default=str)
-                chunk.rejects.append(Reject(path, line, reason, _safe(raw)))
-            chunk.rows_read += 1
-            if chunk.rows_read == chunk_rows:
-                yield chunk
-                index += 1
-                chunk = None
-        if chunk is not None:
+    for file in files:
+        index = yield from file_chunks(file, text_col, chunk_rows, index)
+
+
+def file_chunks(file: InputFile, text_col: str, chunk_rows: int, index: int, skip: int = 0,
+                chunk: Chunk | None = None) -> Iterator[Chunk]:
+    """One file's chunks from chunk number ``index``; returns the next file's first chunk number.
+
+    ``skip`` records are passed over first (read, not yielded: a caller that already has them), and
+    ``chunk``, when given, is the partly filled chunk they belong to, which the next records fill up.
+    """
+    path, columns = file.path, list(file.columns)
+    at = columns.index(text_col)
+    for record in _records(path, file.format, columns, chunk_rows):
+        if skip:
+            skip -= 1
+            continue
+        if chunk is None:
+            chunk = Chunk(path, list(columns), [], [], [], [], index, 0)
+        add_record(chunk, record, at)
+        if chunk.rows_read == chunk_rows:
             yield chunk
             index += 1
+            chunk = None
+    if chunk is not None:
+        yield chunk
+        index += 1
+    return index
+
+
+def add_record(chunk: Chunk, record: Record, at: int) -> None:
+    """Put one record into ``chunk``: a good row, or a reject with its reason (text column at ``at``)."""
+    line, row, reason, raw = record
+    columns = chunk.columns
+    if reason is None:
+        if len(row) != len(columns):
+            reason = f"ragged row: expected {len(columns)} columns, found {len(row)}"
+        else:
+            text = row[at]
+            if isinstance(text, str) and text and not text.isspace():
+                chunk.rows.append(row)
+                chunk.texts.append(text)
+                chunk.lines.append(line)
+            elif text is None or isinstance(text, str):
+                reason = "empty text"
+            else:
+                reason = "text is not a string"
+    if reason is not None:
+        if raw is None:  # Parquet: show the row as JSON
+            raw = json.dumps(dict(zip(columns, row)), ensure_ascii=False, default=str)
+        chunk.rejects.append(Reject(chunk.file, line, reason, _safe(raw)))
+    chunk.rows_read += 1
 
 
 def _supported(path: Path) -> bool:
@@ -244,12 +318,13 @@ def _gz(path: Path) -> bool:
     return path.suffix.lower() == ".gz"
 
 
-def _header(path: Path, fmt: str) -> list[str]:
-    """Column names: the first CSV/TSV record, the first valid JSONL object's keys, the Parquet schema."""
+def _header(path: Path, fmt: str) -> tuple[list[str], int | None]:
+    """Column names (the first CSV/TSV record, the first valid JSONL object's keys, the Parquet schema)
+    and, for Parquet, the row count (None for the text formats)."""
     if fmt == "parquet":
         try:
             with _parquet(path) as parquet:
-                return list(parquet.schema_arrow.names)
+                return list(parquet.schema_arrow.names), parquet.metadata.num_rows
         except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
             raise DataError(f"{path}: cannot be read as Parquet ({_first_line(exc)}); check the file") from exc
     records = _csv_records(path, DELIMITERS[fmt]) if fmt in DELIMITERS else _jsonl_objects(path)
@@ -263,9 +338,9 @@ def _header(path: Path, fmt: str) -> list[str]:
                         f"{path}: line {line}: the header has a problem ({reason}); "
                         "the first line must hold the column names, as UTF-8 text"
                     )
-                return row
+                return row, None
             if reason is None:
-                return list(row)
+                return list(row), None
     finally:
         records.close()
     if fmt == "jsonl":
@@ -273,8 +348,7 @@ def _header(path: Path, fmt: str) -> list[str]:
     raise DataError(f"{path}: the file is empty; expected a header line with column names")
 
 
-def _records(path: Path, columns: list[str], chunk_rows: int) -> Iterator[Record]:
-    fmt = file_format(path)
+def _records(path: Path, fmt: str, columns: list[str], chunk_rows: int) -> Iterator[Record]:
     if fmt == "parquet":
         yield from _parquet_records(path, chunk_rows)
     elif fmt == "jsonl":
@@ -344,15 +418,25 @@ class _Lines:
         return line
 
 
-def _csv_records(path: Path, delimiter: str) -> Iterator[Record]:
-    """Every non-blank record of a CSV/TSV file, the header included, with a reason when it is bad."""
+def _csv_records(path: Path | None, delimiter: str, data: bytes | None = None, first_line: int = 1,
+                 bom: bool = True) -> Iterator[Record]:
+    """Every non-blank record of a CSV/TSV file, the header included, with a reason when it is bad.
+
+    ``data``: read these bytes instead of the file, their first line being line ``first_line`` of it
+    (a block of a file that starts at a record; ``bom``: it is the file's start, so a BOM is dropped).
+    """
     csv.field_size_limit(FIELD_LIMIT)
-    line = 1
+    line = first_line
+    encoding = "utf-8-sig" if bom else "utf-8"
     try:
-        opener = gzip.open if _gz(path) else open
-        with opener(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        if data is not None:
+            opened = io.TextIOWrapper(io.BytesIO(data), encoding=encoding, errors="surrogateescape", newline="")
+        else:
+            opened = (gzip.open if _gz(path) else open)(path, "rt", encoding=encoding, errors="surrogateescape",
+                                                         newline="")
+        with opened as handle:
             lines = _Lines(handle)
-            reader, before = csv.reader(lines, delimiter=delimiter), 0  # lines read by earlier readers
+            reader, before = csv.reader(lines, delimiter=delimiter), first_line - 1  # lines before this reader's
             while True:
                 lines.reset()
                 line = before + reader.line_num + 1
@@ -453,13 +537,19 @@ def _parquet_records(path: Path, chunk_rows: int) -> Iterator[Record]:
     try:
         with _parquet(path) as parquet:
             for batch in parquet.iter_batches(batch_size=chunk_rows):
-                for values in zip(*(column.to_pylist() for column in batch.columns)):
-                    number += 1
-                    row = list(values)
-                    nul = any(isinstance(v, str) and "\x00" in v for v in row)
-                    yield number, row, "NUL byte" if nul else None, None
+                yield from batch_records(batch, number)
+                number += batch.num_rows
     except Exception as exc:  # pyarrow raises several types for a damaged file
         yield number + 1, None, f"unreadable: {_first_line(exc)}", ""
+
+
+def batch_records(batch, number: int) -> Iterator[Record]:
+    """The records of one Parquet record batch whose first row is row ``number + 1`` of its file."""
+    for values in zip(*(column.to_pylist() for column in batch.columns)):
+        number += 1
+        row = list(values)
+        nul = any(isinstance(v, str) and "\x00" in v for v in row)
+        yield number, row, "NUL byte" if nul else None, None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -50,16 +50,17 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
-from embed.data import file_format
 from embed.errors import DataError
 
-from .drift import DriftConfig, DriftResult, Reservoir, domain_auc, not_run
+from .drift import DriftConfig, DriftResult, Reservoir, domain_auc, missing_reference, not_run
 from .gold import GoldTally
 from .output import REJECT_COLUMNS, CsvOutput, ParquetOutput, Progress, RowFormatter, reject_rows, sibling
 from .predict import E2E, Classifier
 from .predictor import Predictor, load_checked
 from .ray_engine import PART_FORMATS
-from .reader import Chunk, check_inputs, expand_inputs, iter_chunks, name_list
+from .memo import VectorMemo
+from .blocks import iter_chunks
+from .reader import Chunk, InputFile, name_list, resolve_inputs
 
 if TYPE_CHECKING:
     from embed.encoder import Embedder
@@ -90,6 +91,7 @@ class ScoreConfig:
     review_below: float | None = None  # also write rows whose top probability is under this to the review file
     review: str | Path | None = None  # None: OUT's name ending .review.csv, beside OUT
     drift_check: bool = True  # compare a sample of the file's vectors with the head's training vectors (scoring/drift.py)
+    fast: bool = True  # clean CSV/TSV/Parquet blocks through Arrow (scoring/blocks.py); False: every row by line
 
 
 @dataclass
@@ -170,7 +172,7 @@ class ScoreSummary:
 class Plan:
     """Everything decided before the first row is scored."""
 
-    paths: list[Path]
+    files: list[InputFile]  # every input, resolved once: format, columns, size, row estimate
     output: Path
     rejects: Path
     kept: list[str]
@@ -185,6 +187,11 @@ class Plan:
     predictor: Predictor | None = None  # embedder + checked classifier: what the local engine calls per chunk
     review: Path | None = None  # where rows under config.review_below go (None: not asked for)
     review_below: float | None = None
+
+    @property
+    def paths(self) -> list[Path]:
+        """The input files' paths, in order."""
+        return [file.path for file in self.files]
 
 
 def score_files(inputs: Iterable[str | Path] | str | Path, output: str | Path, model, head: str | Path,
@@ -216,8 +223,8 @@ def _score_locally(plan: Plan, config: ScoreConfig) -> ScoreSummary:
     done = state["chunk"]
     summary = ScoreSummary(plan.output, plan.rejects, resumed_chunks=done + 1)
     sample = Reservoir(DriftConfig.sample, seed=DriftConfig.seed) if config.drift_check else None
-    chunks = _sampled(iter_chunks(plan.paths, config.text_col, config.chunk_rows), sample)
-    with tqdm(total=_estimate_rows(plan.paths) if config.progress else None, unit="row", unit_scale=True,
+    chunks = _sampled(iter_chunks(plan.files, config.text_col, config.chunk_rows, fast=config.fast), sample)
+    with tqdm(total=_estimate_rows(plan.files) if config.progress else None, unit="row", unit_scale=True,
               desc="scoring", disable=None if config.progress else True) as bar:
         def pending() -> Iterator[Chunk]:
             for chunk in chunks:
@@ -265,10 +272,21 @@ def _score_on_ray(plan: Plan, config: ScoreConfig) -> ScoreSummary:
         setattr(summary, key, done[key])
     summary.rows_this_run = done["rows_read"] - done["resumed_rows"]
     if config.drift_check:
-        summary.drift = not_run("not yet done by --engine ray; score a sample of the files locally for it")
+        summary.drift = _ray_drift(plan, done)
     summary.seconds = time.perf_counter() - started
     summary.driver_cpu_seconds = time.process_time() - cpu
     return summary
+
+
+def _ray_drift(plan: Plan, done: dict) -> DriftResult:
+    """The drift check of the sample the Ray workers sent back (see :class:`scoring.drift.KeyedSample`)."""
+    why = missing_reference(plan.classifier, plan.head_spec[0] == E2E)
+    if why is not None:
+        return not_run(why)
+    vectors = done["drift_vectors"]
+    if not len(vectors) and done["resumed_chunks"]:
+        return not_run("every chunk was scored by an earlier run, and the check samples the chunks a run scores")
+    return domain_auc(plan.classifier.drift_reference_, vectors, DriftConfig())
 
 
 def _sampled(chunks: Iterator[Chunk], sample: Reservoir | None) -> Iterator[Chunk]:
@@ -281,19 +299,22 @@ def _sampled(chunks: Iterator[Chunk], sample: Reservoir | None) -> Iterator[Chun
 
 def drift_check(plan: Plan, texts: list[str]) -> DriftResult:
     """The drift check of ``texts`` (a sample of the scored file) against the head's reference vectors."""
-    reference = getattr(plan.classifier, "drift_reference_", None)
-    if reference is None:
-        return not_run("the end-to-end model keeps no drift reference; score with a head for it"
-                       if plan.head_spec[0] == E2E else
-                       "the head keeps no drift reference: it was saved before tweetheads kept one, or with "
-                       "--no-drift-reference; train it again for the check")
+    why = missing_reference(plan.classifier, plan.head_spec[0] == E2E)
+    if why is not None:
+        return not_run(why)
     vectors, _ = plan.embedder.embed(texts)  # every text was just scored: from the cache
-    return domain_auc(reference, vectors, DriftConfig())
+    return domain_auc(plan.classifier.drift_reference_, vectors, DriftConfig())
 
 
 def _local_predictions(chunks: Iterator[Chunk], plan: Plan):
+    memo = VectorMemo(plan.embedder, plan.classifier)
     for chunk in chunks:
-        proba, truncated, _ = plan.predictor.predict_counted(chunk.texts)
+        text_array = getattr(chunk, "text_array", None)
+        if text_array is not None:  # an Arrow chunk: its distinct texts found by Arrow, not row by row
+            encoded = text_array.dictionary_encode()
+            proba, truncated, _ = memo(None, encoded.dictionary.to_pylist(), encoded.indices.to_numpy())
+        else:
+            proba, truncated, _ = memo(chunk.texts)
         yield chunk, proba, truncated
 
 
@@ -317,8 +338,9 @@ def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
         if output_format(rejects) != "csv":
             raise DataError(f"{rejects}: the rejects file is CSV; name it .csv or .csv.gz")
     review = _review_path(config, output)
-    paths = expand_inputs([str(item) for item in inputs])
-    headers = check_inputs(paths, config.text_col)
+    files = resolve_inputs([str(item) for item in inputs], config.text_col)
+    paths = [file.path for file in files]
+    headers = {file.path: list(file.columns) for file in files}
     _check_paths(paths, output, rejects)
     if review is not None:
         _check_review(paths, output, rejects, review)
@@ -339,7 +361,7 @@ def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
             "differently, or --keep-cols to leave the input column out")
     model_id = f"{encoder.description.get('model')}@{encoder.fingerprint[:12]}"
     identity = {
-        "files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in paths],
+        "files": [[str(f.path.resolve()), f.size, f.mtime_ns] for f in files],
         "fingerprint": encoder.fingerprint, "head": head_digest, "columns": kept + added,
         "ids": [model_id, head_id], "text_col": config.text_col, "chunk_rows": config.chunk_rows,
         "output": [str(output.resolve()), out_format], "rejects": str(rejects.resolve()), "engine": config.engine,
@@ -347,7 +369,7 @@ def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
         **({} if review is None else {"review": [str(review.resolve()), config.review_below]}),
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return Plan(paths, output, rejects, kept, kept + added, embedder, classifier, head_spec, model_id, head_id,
+    return Plan(files, output, rejects, kept, kept + added, embedder, classifier, head_spec, model_id, head_id,
                 digest, label_col, Predictor(embedder, checked), review, config.review_below)
 
 
@@ -488,22 +510,11 @@ def _kept_columns(paths: list[Path], headers: dict[Path, list[str]], keep_cols) 
     return keep
 
 
-def _estimate_rows(paths: list[Path]) -> int | None:
-    """Records to read, for the progress bar: lines (minus CSV headers), Parquet row counts; None for .gz."""
-    import pyarrow.parquet as pq
-
-    total = 0
-    for path in paths:
-        fmt = file_format(path)
-        if path.name.lower().endswith(".gz"):
-            return None
-        if fmt == "parquet":
-            total += pq.ParquetFile(path).metadata.num_rows
-            continue
-        with open(path, "rb") as handle:
-            total += sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-        total -= fmt in ("csv", "tsv")
-    return total
+def _estimate_rows(files: list[InputFile]) -> int | None:
+    """Records to read, for the progress bar, from what resolving the inputs found; None when a file has no estimate."""
+    if any(file.rows is None for file in files):
+        return None
+    return sum(file.rows for file in files)
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -563,17 +574,16 @@ class _Writer:
         if self.parquet:
             self.out.append(chunk.index, self.formatter.table(chunk, picked, proba))
         else:
-            self.out.append(self.formatter.rows(chunk, picked, proba))
+            self._append(self.out, chunk, picked, proba)
         self.rejects.append(reject_rows(chunk))
         counts = state["counts"]
         if self.review is not None and len(proba):
             under = np.flatnonzero(proba.max(axis=1) < self.plan.review_below)
             if len(under):
-                rows = self.formatter.rows(chunk, picked, proba)
-                self.review.append([rows[i] for i in under])
+                self._append(self.review, chunk, picked, proba, under)
             counts["rows_review"] += len(under)
         counts["rows_read"] += chunk.rows_read
-        counts["rows_scored"] += len(chunk.rows)
+        counts["rows_scored"] += chunk.rows_read - len(chunk.rejects)
         counts["rows_rejected"] += len(chunk.rejects)
         counts["truncated"] += int(np.count_nonzero(truncated))
         if self.gold is not None:
@@ -581,6 +591,15 @@ class _Writer:
             state["gold"] = self.gold.state()
         state["chunk"] = chunk.index
         self._save(state)
+
+    def _append(self, out: CsvOutput, chunk: Chunk, picked: np.ndarray, proba: np.ndarray, take=None) -> None:
+        """The chunk's rows (``take``: those) to a CSV output: column by column for an Arrow chunk, else row by row."""
+        data = self.formatter.csv_lines(chunk, picked, proba, take)
+        if data is not None:
+            out.append_bytes(data)
+            return
+        rows = self.formatter.rows(chunk, picked, proba)
+        out.append(rows if take is None else [rows[i] for i in take])
 
     def close(self) -> None:
         for part in self.parts:

@@ -1,10 +1,12 @@
-"""The HTTP routes (Starlette): ``POST /predict``, ``GET /health``, ``GET /info``; every error is JSON.
+"""The HTTP routes (Starlette): ``POST /predict``, ``GET /health``, ``GET /info``, ``GET /drift``; errors are JSON.
 
 ``POST /predict`` takes ``{"texts": [...]}`` (see :mod:`serving.body` for what is refused and with
 which status) and answers ``{"model", "head", "predictions": [{"label", "proba": {class: p},
 "truncated"}]}``, one prediction per text, in order. ``GET /health`` answers 200 with the counters
 (requests, texts, encoder calls, cache misses, in flight); ``GET /info`` the model, head, classes,
-fingerprint, backend and precision (``Predictor.info()``) and the limits. Unknown paths and methods
+fingerprint, backend and precision (``Predictor.info()``) and the limits; ``GET /drift`` the drift
+check over the last requests' vectors (:mod:`serving.drift`: the domain AUC, whether it fired, the
+window's counters, or why no check runs). Unknown paths and methods
 get 404 / 405 as JSON; anything unexpected 500 with one line (the traceback goes to stderr).
 
 A client that disconnects while its texts wait or are encoded is noticed (``http.disconnect``):
@@ -29,8 +31,9 @@ from .body import RequestError, parse_texts, too_large
 from .config import ServeConfig
 
 
-def build_app(predictor, batcher: MicroBatcher, config: ServeConfig, *, on_stop=None) -> Starlette:
-    """The ASGI app for one ``Predictor``; ``batcher`` runs its calls (``on_stop`` in its thread at the end)."""
+def build_app(predictor, batcher: MicroBatcher, config: ServeConfig, *, on_stop=None, drift=None) -> Starlette:
+    """The ASGI app for one ``Predictor``; ``batcher`` runs its calls (``on_stop`` in its thread at the end);
+    ``drift`` (a :mod:`serving.drift` monitor) answers ``GET /drift``."""
     info = predictor.info() | {"limits": config.limits()}
     classes = predictor.classes_.tolist()
     ids = {"model": predictor.model_id, "head": predictor.head_id}
@@ -74,6 +77,11 @@ def build_app(predictor, batcher: MicroBatcher, config: ServeConfig, *, on_stop=
     async def show_info(request: Request) -> Response:
         return JSONResponse(info)
 
+    async def show_drift(request: Request) -> Response:
+        if drift is None:
+            return JSONResponse({"skipped": "no drift monitor", "fired": False, "auc": None})
+        return JSONResponse(drift.state())
+
     @asynccontextmanager
     async def lifespan(app):
         await batcher.start()
@@ -81,7 +89,7 @@ def build_app(predictor, batcher: MicroBatcher, config: ServeConfig, *, on_stop=
         await batcher.stop(on_stop)
 
     return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health, methods=["GET"]),
-                             Route("/info", show_info, methods=["GET"])],
+                             Route("/info", show_info, methods=["GET"]), Route("/drift", show_drift, methods=["GET"])],
                      exception_handlers={HTTPException: _http_error, Exception: _internal_error}, lifespan=lifespan)
 
 
@@ -118,7 +126,7 @@ async def _disconnected(receive) -> None:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    routes = "POST /predict, GET /health, GET /info"
+    routes = "POST /predict, GET /health, GET /info, GET /drift"
     messages = {404: f"no such path {request.url.path!r}; the server has {routes}",
                 405: f"{request.method} is not allowed on {request.url.path}; the server has {routes}"}
     return JSONResponse({"error": messages.get(exc.status_code, str(exc.detail)), "code": f"http_{exc.status_code}"},

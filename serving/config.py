@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from embed.errors import DataError
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -29,6 +31,9 @@ class ServeConfig:
         closes an idle connection first: a server that closes at the same moment a pool reuses it
         loses that request (uvicorn's default of 5 s equals httpx's; the likely cause of one lost
         request in a thousand in a CI run, not reproduced).
+    drift_window, drift_every : int
+        The drift check (:mod:`serving.drift`): the vectors of the last ``drift_window`` texts are
+        checked against the head's training vectors every ``drift_every`` texts (0: no check).
     """
 
     host: str = "127.0.0.1"
@@ -41,7 +46,15 @@ class ServeConfig:
     max_queued_texts: int = 8192
     drain_seconds: float = 30.0
     keep_alive_seconds: float = 75.0
+    drift_window: int = 1000
+    drift_every: int = 250
+
+    def __post_init__(self):
+        if self.drift_window != 0 and self.drift_window < 10:  # DriftConfig's least: 2 x 5 folds
+            raise DataError(f"--drift-window must be 0 (no drift check) or at least 10 texts, got {self.drift_window}")
+        if self.drift_every < 1:
+            raise DataError(f"--drift-every must be at least 1 text, got {self.drift_every}")
 
     def limits(self) -> dict:
         """What ``/info`` reports, so a client can see the limits before it meets them."""
-        return {k: v for k, v in asdict(self).items() if k not in ("host", "port")}
+        return {k: v for k, v in asdict(self).items() if k not in ("host", "port", "drift_window", "drift_every")}

@@ -67,8 +67,12 @@ def serve(predictor, config: ServeConfig, *, announce=print) -> None:
     from .app import build_app
     from .batcher import MicroBatcher
 
+    from .drift import monitor_for
+
     embedder = predictor.embedder
-    batcher = MicroBatcher(lambda texts: predictor.predict_counted(texts), max_batch_texts=config.max_batch_texts,
+    drift = monitor_for(predictor, config.drift_window, config.drift_every)
+    batcher = MicroBatcher(lambda texts: predictor.predict_counted(texts, drift.add),
+                           max_batch_texts=config.max_batch_texts,
                            max_wait=config.max_wait_ms / 1000, max_queued_texts=config.max_queued_texts)
 
     def warm_up() -> None:  # in the encoder thread: what it keeps open is made there
@@ -79,6 +83,7 @@ def serve(predictor, config: ServeConfig, *, announce=print) -> None:
         predictor.classifier.predict_proba(np.zeros((1, embedder.load().dim), dtype=np.float32))
 
     def finish() -> None:
+        drift.stop()
         if hasattr(embedder, "close_live_store"):
             embedder.close_live_store()
 
@@ -92,9 +97,10 @@ def serve(predictor, config: ServeConfig, *, announce=print) -> None:
     if not _loopback(sock):
         print(f"note: listening on {url}, reachable from other machines; the server has no authentication",
               file=sys.stderr)
-    app = build_app(predictor, batcher, config, on_stop=finish)
+    app = build_app(predictor, batcher, config, on_stop=finish, drift=drift)
+    drift.start()
     ready = (f"serving {url}  model {predictor.model_id}  head {predictor.head_id}  "
-             "(POST /predict, GET /health, GET /info; SIGTERM or Ctrl-C stops it)")
+             "(POST /predict, GET /health, GET /info, GET /drift; SIGTERM or Ctrl-C stops it)")
     server = _announcing_server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                                timeout_graceful_shutdown=config.drain_seconds, backlog=2048,
                                                timeout_keep_alive=config.keep_alive_seconds),

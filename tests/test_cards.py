@@ -82,6 +82,29 @@ def test_the_head_card_is_a_hub_card_with_what_the_head_measured(head, run, tmp_
     assert paths_in(text, local_paths(tmp_path_factory)) == []
 
 
+def test_the_head_card_says_how_its_probabilities_are_calibrated(head, tmp_path):
+    """A head on 600 rows (a 60-row holdout: enough for a temperature) and the 24-row artifact head (too few)."""
+    from .conftest import invoke_cli, write_tweets
+
+    calibrated = tmp_path / "calibrated"
+    invoke_cli("train-head", "--head", "logistic", "--model", "minilm", "--train",
+               write_tweets(tmp_path / "train.csv", 600, seed=1), "--eval", write_tweets(tmp_path / "eval.csv", 120),
+               "-o", calibrated, "--cache-dir", tmp_path / "cache", "-q")
+    saved, report = load_head(calibrated), json.loads((calibrated / "train_report.json").read_text())
+    T = saved.calibration_.temperature
+    assert T != 1.0 and report["calibration_ece"]["holdout"]["rows"] == 60
+    meta, card = metadata_load(calibrated / "README.md"), ModelCard.load(calibrated / "README.md")
+    assert meta["tweetheads"]["calibration"] == {"method": "temperature", "temperature": T,
+                                                 "smoothing": saved.calibration_.smoothing, "rows": 60}
+    assert "## Calibration" in card.text and f"T = {T:.3f}" in card.text and "60 held-out rows" in card.text
+    for where in ("holdout", "eval"):
+        ece = report["calibration_ece"][where]
+        assert f"| {ece['rows']} | {ece['ece_before']:.4f} | {ece['ece_after']:.4f} |" in card.text, where
+    few = ModelCard.load(head / "README.md")
+    assert metadata_load(head / "README.md")["tweetheads"]["calibration"]["temperature"] == 1.0
+    assert "none was applied: 3 held-out rows are too few" in few.text
+
+
 def test_the_path_check_finds_a_path(tmp_path_factory):
     """The grep the card tests rely on: a card with this machine's path in it is caught."""
     text = f"data: `{artifact(tmp_path_factory, 'data') / 'train.csv'}`"

@@ -69,6 +69,37 @@ def test_the_reservoir_is_uniform_over_a_stream_of_batches():
     assert counts.min() > 1800 and counts.max() < 2200, counts
 
 
+def test_the_ray_engines_keyed_sample_is_uniform_and_the_same_in_any_chunk_order():
+    from scoring.drift import KeyedSample, keyed_part
+
+    stream = np.arange(20_000, dtype=np.float32)[:, None]  # row i's vector is [i]: exact in float16 up to 2048
+    chunks = [(f, c, stream[start:start + 500]) for f, start0 in ((0, 0), (1, 10_000))
+              for c, start in enumerate(range(start0, start0 + 10_000, 500))]
+    parts = [(f, c, keyed_part(X, f, c, size=100)) for f, c, X in chunks]
+    one, other = KeyedSample(100), KeyedSample(100)
+    for f, c, part in parts:
+        one.add(f, c, part)
+    for i in np.random.default_rng(0).permutation(len(chunks)):  # scored again (a retry), finishing in another order
+        f, c, X = chunks[i]
+        other.add(f, c, keyed_part(X, f, c, size=100))
+    assert np.array_equal(one.vectors(), other.vectors()) and one.vectors().shape == (100, 1)
+    counts, inside = np.zeros(10, dtype=int), np.zeros(5, dtype=int)
+    for seed in range(100):
+        sample = KeyedSample(100)
+        for f, c, X in chunks:
+            sample.add(f, c, keyed_part(X, f, c, size=100, seed=seed))
+        where = sample.where[:, 0] * 10_000 + sample.where[:, 1] * 500 + sample.where[:, 2]
+        assert len(set(where.tolist())) == 100
+        counts += np.bincount(where // 2000, minlength=10)
+        inside += np.bincount(sample.where[:, 2] // 100, minlength=5)  # where in its chunk
+    assert counts.min() > 850 and counts.max() < 1150, counts  # 1,000 expected per tenth, sd ~30
+    assert inside.min() > 1800 and inside.max() < 2200, inside  # 2,000 expected per fifth of a chunk, sd ~40
+    small = KeyedSample(100)  # fewer rows than the sample: all of them, in input order
+    for c in (1, 0):
+        small.add(0, c, keyed_part(stream[c * 30:(c + 1) * 30], 0, c, size=100))
+    assert small.vectors()[:, 0].tolist() == list(range(60))
+
+
 def test_a_reference_is_a_float16_subset_of_the_training_rows():
     X = np.random.default_rng(0).normal(size=(5000, 8)).astype(np.float32)
     ref = reference_sample(X, size=1000, seed=3)

@@ -153,7 +153,7 @@ def test_kill_9_then_rerun_writes_the_same_bytes(shared, tmp_path):
 
 
 def crash_on_call(n: int, real):
-    """``real`` (predict_texts), except that its ``n``-th call raises: a crash in the middle of a run."""
+    """``real`` (VectorMemo.__call__: once a chunk), except that its ``n``-th call raises: a crash mid-run."""
     calls = []
 
     def predict(*args):
@@ -167,17 +167,17 @@ def crash_on_call(n: int, real):
 
 @pytest.mark.parametrize("name", ["out.csv", "out.csv.gz", "out.parquet"])
 def test_crash_then_rerun_resumes_byte_identical(shared, tmp_path, monkeypatch, name):
-    import scoring.predictor as module
+    import scoring.memo as module
 
     source = tweets_with_rejects(tmp_path / "in.csv", 300)
     config = ScoreConfig(chunk_rows=40, keep_cols=("id", "text"))
     model = Embedder("minilm", cache_dir=shared["cache"])
-    real = module.predict_texts
-    monkeypatch.setattr(module, "predict_texts", crash_on_call(4, real))
+    real = module.VectorMemo.__call__
+    monkeypatch.setattr(module.VectorMemo, "__call__", crash_on_call(4, real))
     out = tmp_path / "a" / name
     with pytest.raises(RuntimeError, match="simulated crash"):
         score_files([source], out, model, shared["head"], config)
-    monkeypatch.setattr(module, "predict_texts", real)
+    monkeypatch.setattr(module.VectorMemo, "__call__", real)
     progress = json.loads((out.parent / f"{name}.progress.json").read_text())
     assert not out.exists() and progress["chunk"] == 2
     if name.endswith(".parquet"):  # a part written after the last recorded chunk is dropped
@@ -213,23 +213,36 @@ def test_a_bare_carriage_return_in_a_cell_is_quoted_so_the_output_reads_back(sha
 
 @pytest.mark.slow
 def test_ray_engine_on_a_local_ray_matches_local(shared, tmp_path):
-    """No --ray-address: a local Ray is started and shut down; the part files hold the local engine's rows."""
+    """No --ray-address: a local Ray is started and shut down; the part files hold the local engine's rows.
+
+    The head keeps a drift reference: with no more rows than the check samples, both engines check
+    the same rows (the Ray workers' vectors, sent back with each chunk) and print the same line.
+    """
+    from heads import get_head
     from scoring.ray_engine import read_output
 
-    source = tweets_with_rejects(tmp_path / "in.csv", 90)
+    vectors, _ = shared["embedder"].embed([row["text"] for row in shared["rows"]])
+    encoder = shared["embedder"].load()
+    head = tmp_path / "head"
+    get_head("logistic", C=1.0).fit(vectors, [row["label"] for row in shared["rows"]]).set_drift_reference(
+        vectors).save(head, fingerprint=encoder.fingerprint, model=encoder.description)
+    source = tweets_with_rejects(tmp_path / "in.csv", 120)
     local = tmp_path / "local.parquet"
-    result = score(shared, source, "--output", local, "--chunk-rows", 32)
+    result = score(shared, source, "--output", local, "--chunk-rows", 32, head=head)
     assert result.exit_code == 0, result.output
+    local_drift = [line for line in result.output.splitlines() if line.startswith("drift check:")]
     result = score(shared, source, "--output", tmp_path / "ray", "--chunk-rows", 32, "--engine", "ray",
-                   "--concurrency", 1)
+                   "--concurrency", 1, head=head)
     assert result.exit_code == 0, result.output
-    assert "read 93 rows: 90 scored (0 truncated), 3 rejected" in result.output
-    assert f"{source}: read 93 = 90 scored + 3 rejected" in result.output
+    assert "read 123 rows: 120 scored (0 truncated), 3 rejected" in result.output
+    assert f"{source}: read 123 = 120 scored + 3 rejected" in result.output
+    ray_drift = [line for line in result.output.splitlines() if line.startswith("drift check:")]
+    assert ray_drift == local_drift and "look like the head's training tweets (domain AUC" in ray_drift[0], ray_drift
     import pyarrow.parquet as pq
 
     assert read_output(tmp_path / "ray").equals(pq.read_table(local))
     parts = sorted((tmp_path / "ray" / "rejects").iterdir())
-    assert [p.name for p in parts] == ["part-00000-00000002.csv"]
+    assert [p.name for p in parts] == ["part-00000-00000003.csv"]
     assert parts[0].read_bytes() == (tmp_path / "local.rejects.csv").read_bytes()
 
 
@@ -433,16 +446,16 @@ def test_head_trained_by_train_head_scores_against_its_own_label_column(shared, 
 
 
 def test_gold_tally_survives_a_crash_and_resume(shared, tmp_path, monkeypatch):
-    import scoring.predictor as module
+    import scoring.memo as module
 
     source = _labelled(tmp_path / "in.csv", shared["rows"] * 2, "label", [("ok", "Mixed")])
     config = ScoreConfig(chunk_rows=30, label_col="label")
     model = Embedder("minilm", cache_dir=shared["cache"])
-    real = module.predict_texts
-    monkeypatch.setattr(module, "predict_texts", crash_on_call(3, real))
+    real = module.VectorMemo.__call__
+    monkeypatch.setattr(module.VectorMemo, "__call__", crash_on_call(3, real))
     with pytest.raises(RuntimeError, match="simulated crash"):
         score_files([source], tmp_path / "a.csv", model, shared["head"], config)
-    monkeypatch.setattr(module, "predict_texts", real)
+    monkeypatch.setattr(module.VectorMemo, "__call__", real)
     resumed = score_files([source], tmp_path / "a.csv", model, shared["head"], config)
     clean = score_files([source], tmp_path / "b.csv", model, shared["head"], config)
     assert resumed.resumed_chunks == 2
@@ -497,16 +510,16 @@ def test_review_below_writes_the_unsure_rows_beside_the_output_and_counts_them(s
 
 @pytest.mark.parametrize("name", ["out.csv", "out.parquet"])
 def test_review_file_survives_a_crash_and_resume_without_duplicates(shared, tmp_path, monkeypatch, name):
-    import scoring.predictor as module
+    import scoring.memo as module
 
     source = tweets_with_rejects(tmp_path / "in.csv", 300)
     config = ScoreConfig(chunk_rows=40, keep_cols=("id", "text"), review_below=0.99)
     model = Embedder("minilm", cache_dir=shared["cache"])
-    real = module.predict_texts
-    monkeypatch.setattr(module, "predict_texts", crash_on_call(4, real))
+    real = module.VectorMemo.__call__
+    monkeypatch.setattr(module.VectorMemo, "__call__", crash_on_call(4, real))
     with pytest.raises(RuntimeError, match="simulated crash"):
         score_files([source], tmp_path / "a" / name, model, shared["head"], config)
-    monkeypatch.setattr(module, "predict_texts", real)
+    monkeypatch.setattr(module.VectorMemo, "__call__", real)
     with open(tmp_path / "a" / "out.review.csv.partial", "ab") as handle:
         handle.write(b"half,a,row")  # bytes after the last finished chunk are cut off on resume
     resumed = score_files([source], tmp_path / "a" / name, model, shared["head"], config)

@@ -434,6 +434,74 @@ def test_a_port_in_use_is_an_error_that_says_so(shared):
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port 0" in done.stderr, done.stderr
 
 
+# -- the drift check over the last requests (serving/drift.py) --------------------------------------
+def test_a_head_without_a_drift_reference_says_the_check_does_not_run(server):
+    drift = httpx.get(f"{server.url}/drift", timeout=30).json()
+    assert drift["auc"] is None and not drift["fired"] and "keeps no drift reference" in drift["skipped"], drift
+    assert drift["line"].startswith("drift check: not run")
+
+
+def test_a_drift_window_too_small_for_a_verdict_is_refused_before_anything_loads():
+    result = CliRunner().invoke(cli, ["serve", "--model", "minilm", "--drift-window", "5"])
+    assert result.exit_code == 1 and "--drift-window must be 0 (no drift check) or at least 10" in result.output
+
+
+def _lab_notes(n: int) -> list[str]:
+    """``n`` distinct lines of another domain than tweets: a lab protocol's steps."""
+    rng = random.Random(3)
+    things = ["sodium chloride", "ethanol", "buffer B", "the enzyme mix", "distilled water", "agarose"]
+    vessels = ["beaker", "flask", "centrifuge tube", "petri dish"]
+    return [f"Step {i}: add {rng.randint(2, 90)} ml of {rng.choice(things)} to the {rng.choice(vessels)} and stir "
+            f"for {rng.randint(1, 30)} minutes at {rng.randint(4, 95)} degrees." for i in range(n)]
+
+
+def _drift_after(running, texts_seen: int, timeout: float = 120) -> dict:
+    """``GET /drift`` once the check has looked at the window as it was after ``texts_seen`` texts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        drift = httpx.get(f"{running.url}/drift", timeout=30).json()
+        if drift["checked_at_texts"] >= texts_seen:
+            return drift
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no drift check after {texts_seen} texts in {timeout} s: {drift}\n{running.logs()}")
+        time.sleep(0.05)
+
+
+def test_the_drift_check_fires_on_texts_of_another_domain_and_goes_quiet_again(shared, tmp_path):
+    """A head keeping the sample tweets' vectors as its reference; a window of 100 texts, checked every 100.
+
+    Lab notes first (the check fires), then tweets (the window now holds only them: quiet again).
+    """
+    from heads import get_head
+
+    vectors, _ = shared["embedder"].embed(shared["texts"])
+    labels = [next(r["label"] for r in shared["rows"] if r["text"] == t) for t in shared["texts"]]
+    encoder = shared["embedder"].load()
+    head = tmp_path / "head"
+    get_head("logistic", C=1.0).fit(vectors, labels).set_drift_reference(vectors).save(
+        head, fingerprint=encoder.fingerprint, model=encoder.description)
+    running = Server(tmp_path, "--model", "minilm", "--head", str(head), "--cache-dir", str(shared["cache"]),
+                     "--drift-window", "100", "--drift-every", "100", "--max-texts", "100", name="drift")
+    try:
+        running.wait_ready()
+        before = httpx.get(f"{running.url}/drift", timeout=30).json()
+        assert before["checks"] == 0 and before["auc"] is None and "too few rows" in before["line"], before
+        verdicts = []
+        for seen, texts in ((100, _lab_notes(100)), (200, shared["texts"][:100])):
+            assert len(_answers(running.predict(texts))) == 100
+            verdicts.append(_drift_after(running, seen))
+    finally:
+        rc = running.stop()
+    assert rc == 0, running.logs()
+    other, same = verdicts
+    assert other["fired"] and other["auc"] > 0.95 and "differ from the head's training tweets" in other["line"], other
+    assert not same["fired"] and same["auc"] < 0.65 and same["rows_scored"] == 100, same  # the window followed
+    assert (same["rows_reference"], same["window"], same["checks"]) == (len(shared["texts"]), 100, 2), same
+    logged = [line for line in running.err.read_text().splitlines() if "drift check" in line]
+    assert len(logged) == 2 and "differ from the head's training tweets" in logged[0], running.logs()
+    assert "look like the head's training tweets" in logged[1] and "the last 100 texts" in logged[1]
+
+
 # -- the server's cache store -----------------------------------------------------------------------
 def test_the_write_behind_store_answers_pending_vectors_and_commits_them_when_closed(tmp_path):
     """Lookups see vectors not yet committed; ``close_all`` commits them even in the middle of a flush wait."""
