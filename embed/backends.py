@@ -19,9 +19,12 @@ runs go straight to torch until ``cache clear all`` or a new OpenVINO version. A
 ``load_or_export`` converts the transformer with its pooling (``pool``: the CLS row or the masked
 mean, the same function the torch path uses) into one OpenVINO graph once per model, and keeps it
 beside the embedding store, keyed by a hash of the weights, tokenizer and pooling
-(``EXPORTS/<key>/model.xml``), so the next run compiles it from disk instead of tracing the model
-again. The precision hint is ``f32``, or ``bf16`` where the CPU has
-bf16 units. Left out: int8 (BENCHMARKS.md measures the int8 variants against the 0.3-point
+(``EXPORTS/<key>/model.xml``), so the next run compiles it from disk instead of converting the model
+again. A plain BERT (MiniLM and the runs fine-tuned from it) is not traced: ``ov_graph.build``
+writes its graph from ``config.json`` and ``model.safetensors`` without importing torch, which takes
+the 4-7 s of torch, transformers and the trace out of a model's first run (BENCHMARKS.md "First
+run"); any other model is traced through torch (``trace``, unchecked). The precision hint is
+``f32``, or ``bf16`` where the CPU has bf16 units. Left out: int8 (BENCHMARKS.md measures the int8 variants against the 0.3-point
 budget), and OpenVINO on GPUs.
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ import importlib.util
 import json
 import os
 import shutil
+import types
 import uuid
 from pathlib import Path
 
@@ -169,8 +173,37 @@ def _exact_position_buckets(model) -> None:
     encoder.relative_position_bucket = lookup
 
 
-def convert(model, tokenizer, pooling: str):
-    """Trace ``model`` with its pooling into an OpenVINO model (dynamic batch and length)."""
+def convert(model, tokenizer, pooling: str, folder: Path | None = None):
+    """The OpenVINO model of ``model`` with its pooling (dynamic batch and length).
+
+    ``folder`` (the model's transformer folder): a plain BERT there is written straight as a graph
+    from its safetensors (``ov_graph.build``: no torch, no transformers, under a second); any other
+    model, or without ``folder``, is traced through torch. ``model`` and ``tokenizer`` (transformers',
+    for the trace's example input) may be functions that load them: only a trace calls them.
+    """
+    if folder is not None:
+        from .ov_graph import build
+
+        try:
+            return build(folder, pooling)
+        except MemoryError:
+            raise
+        except Exception:  # NotBuildable (not a plain BERT), or a graph that would not assemble: traced below
+            pass
+    if isinstance(model, types.FunctionType):
+        model = model()
+    if isinstance(tokenizer, types.FunctionType):
+        tokenizer = tokenizer()
+    return trace(model, tokenizer, pooling)
+
+
+def trace(model, tokenizer, pooling: str):
+    """Trace ``model`` with its pooling into an OpenVINO model through torch (dynamic batch and length).
+
+    The trace is not checked by running the model again (``check_trace=False``, as optimum-intel
+    converts): that check took 2.4 of the trace's 3.4 s for MiniLM here, and the vectors are checked
+    against torch by the tests instead.
+    """
     import warnings
 
     import openvino as ov
@@ -179,6 +212,7 @@ def convert(model, tokenizer, pooling: str):
 
     example = tokenizer(["a first example tweet", "and a second, longer example tweet here"],
                         padding=True, return_tensors="pt")
+    inputs = {"input_ids": example["input_ids"], "attention_mask": example["attention_mask"]}
     model = model.float()
     _exact_position_buckets(model)
     verbosity = hf_logging.get_verbosity()
@@ -186,9 +220,14 @@ def convert(model, tokenizer, pooling: str):
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return ov.convert_model(_pooled(model, pooling),
-                                    example_input={"input_ids": example["input_ids"],
-                                                   "attention_mask": example["attention_mask"]})
+            try:
+                from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+
+                decoder = TorchScriptPythonDecoder(_pooled(model, pooling), example_input=inputs,
+                                                   trace_kwargs={"check_trace": False})
+            except (ImportError, TypeError):  # an OpenVINO without this decoder or argument: its own trace
+                decoder = _pooled(model, pooling)
+            return ov.convert_model(decoder, example_input=inputs)
     finally:
         hf_logging.set_verbosity(verbosity)
 
@@ -198,12 +237,14 @@ def exported(folder: Path | None) -> bool:
     return folder is not None and (folder / "model.xml").is_file() and (folder / "model.bin").is_file()
 
 
-def load_or_export(load_model, tokenizer, pooling: str, folder: Path | None, converted=None):
+def load_or_export(load_model, tokenizer, pooling: str, folder: Path | None, converted=None,
+                   model_dir: Path | None = None):
     """The OpenVINO model from ``folder/model.xml``, exporting it there first if it is not yet written.
 
     ``converted``: a model this process already converted (written to ``folder`` if it lacks one).
-    ``tokenizer`` (transformers', for the example input of the trace) may be a function that loads it:
-    only a conversion needs it.
+    ``load_model`` and ``tokenizer`` (transformers', for the example input of the trace) are functions
+    that load them (``tokenizer`` may be the tokenizer itself): only a trace needs them, and a plain
+    BERT in ``model_dir`` (its transformer folder) is not traced (``convert``).
     ``folder=None`` (no cache): converted in memory. The export is written to a temporary folder and
     renamed into place, so a killed export leaves nothing half-written to load.
     """
@@ -215,7 +256,7 @@ def load_or_export(load_model, tokenizer, pooling: str, folder: Path | None, con
         except RuntimeError:  # damaged: export it again below
             shutil.rmtree(folder, ignore_errors=True)
     if converted is None:
-        converted = convert(load_model(), tokenizer() if callable(tokenizer) else tokenizer, pooling)
+        converted = convert(load_model, tokenizer, pooling, folder=model_dir)
     if folder is None:
         return converted
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"

@@ -28,7 +28,7 @@ from .backends import (EXPORTS, POOLINGS, conversion_failed, export_key, exporte
 from .bundle import shipped_export
 from .errors import ModelError
 from .models import (PRECISIONS, ModelSource, fingerprint, hidden_size, load_encoder, load_tokenizer, max_seq_length,
-                     resolve_model, trained_pooling, weights_digest)
+                     resolve_model, trained_pooling, transformer_dir, weights_digest)
 from .normalize import normalizer
 
 if TYPE_CHECKING:  # annotations only: neither is imported until a model is used
@@ -158,7 +158,8 @@ class LoadedEncoder:
 
     def ensure_converted(self):
         """OpenVINO: the pooled graph, read from ``export_dir`` or converted (and kept there) first;
-        converted once per process and model (tests open many cache folders), read from disk after."""
+        converted once per process and model (tests open many cache folders), read from disk after.
+        A plain BERT is written as a graph from its safetensors without torch; others are traced."""
         from .backends import load_or_export
 
         def load_fp32():
@@ -167,7 +168,8 @@ class LoadedEncoder:
         try:
             ov_model = load_or_export(load_fp32, lambda: load_tokenizer(self.source, light=False), self.pooling,
                                       self.export_dir,
-                                      converted=_IN_MEMORY.get(self.export_key))
+                                      converted=_IN_MEMORY.get(self.export_key),
+                                      model_dir=transformer_dir(self.source.path))
         except (ModelError, MemoryError):
             raise
         except Exception as exc:  # the converter's errors have no common type

@@ -314,3 +314,79 @@ def test_mpnet_buckets_are_traced_as_an_exact_integer_table(minilm_path):
     compiled = openvino.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = compiled({"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()})[0]
     np.testing.assert_allclose(got, before[:, 0].numpy(), atol=1e-5)
+
+
+_FIRST_RUN = """
+import sys
+from embed.encoder import Embedder
+vectors, stats = Embedder("minilm", backend="openvino", precision="fp32", cache_dir=sys.argv[1]).embed(
+    ["a first tweet", "and another one"])
+heavy = sorted(name for name in ("torch", "transformers") if name in sys.modules)
+print(stats.encoded, vectors.shape, "imported:", " ".join(heavy) or "none")
+"""
+
+
+def test_a_plain_berts_first_run_writes_its_graph_without_torch(minilm_path, tmp_path):
+    """MiniLM (a plain BERT) is written as an OpenVINO graph from its safetensors: a fresh cache folder's
+    first run makes the export without importing torch or transformers (the 4-7 s a first run used to pay
+    for tracing), and the vectors equal torch's (``test_openvino_vectors_equal_torch_...`` above)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _FIRST_RUN, str(tmp_path)], cwd=repo, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "(2,", "384)", "imported:", "none"], done.stdout
+    assert len(list((tmp_path / "exports").glob("openvino-*/model.xml"))) == 1
+
+
+def test_a_model_that_is_not_a_plain_bert_is_traced(minilm_path, tmp_path):
+    """``ov_graph.build`` says why it will not write a model (here MPNet), and ``convert`` traces it instead."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import embed.backends as backends
+    from embed.ov_graph import NotBuildable, build
+
+    model = _tiny_mpnet()
+    model.save_pretrained(str(tmp_path / "mpnet"))
+    with pytest.raises(NotBuildable, match="model_type is 'mpnet'"):
+        build(tmp_path / "mpnet", "cls")
+    (tmp_path / "bert").mkdir()  # a BERT config with its weights in pytorch_model.bin only
+    (tmp_path / "bert" / "config.json").write_text((Path(minilm_path) / "config.json").read_text())
+    with pytest.raises(NotBuildable, match="no model.safetensors"):
+        build(tmp_path / "bert", "cls")
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path))
+    batch = tokenizer(["a short tweet", "a longer tweet " * 20], padding=True, return_tensors="pt")
+    converted = backends.convert(lambda: model, lambda: tokenizer, "cls", folder=tmp_path / "mpnet")
+    with torch.no_grad():
+        want = model(**batch).last_hidden_state[:, 0].numpy()
+    compiled = openvino.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled({"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()})[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_bert_saved_inside_a_task_model_is_built_from_its_prefixed_weights(minilm_path, tmp_path):
+    """A BERT saved as e.g. ``BertForSequenceClassification`` keeps its encoder under ``bert.``: the same graph."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from embed.ov_graph import build
+
+    plain = Path(minilm_path)
+    (tmp_path / "task").mkdir()
+    config = json.loads((plain / "config.json").read_text())
+    (tmp_path / "task" / "config.json").write_text(json.dumps({**config,
+                                                               "architectures": ["BertForSequenceClassification"]}))
+    weights = load_file(str(plain / "model.safetensors"))
+    save_file({f"bert.{k}": v for k, v in weights.items()} | {"classifier.weight": np.zeros((2, 384), np.float32)},
+              str(tmp_path / "task" / "model.safetensors"))
+    ids = np.array([[101, 7592, 2088, 102, 0], [101, 2023, 2003, 1037, 102]], dtype=np.int64)
+    mask = (ids != 0).astype(np.int64)
+    core = openvino.Core()
+    want, got = (core.compile_model(build(folder, "mean"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(
+        {"input_ids": ids, "attention_mask": mask})[0] for folder in (plain, tmp_path / "task"))
+    np.testing.assert_array_equal(got, want)
