@@ -49,6 +49,7 @@ head or run folder and the inputs at the same paths); otherwise a local Ray is s
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -79,11 +80,15 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 _KIND = "tweetheads score --engine ray"
 
 
-def require_ray():
-    """Import Ray Data, or say how to install it."""
+def require_ray(data: bool = True):
+    """Import Ray (and Ray Data; ``data=False``: only check it is there, a few seconds saved), or say how to
+    install it."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        if data:
+            import ray.data  # noqa: F401
+        elif importlib.util.find_spec("ray.data") is None:
+            raise ImportError("ray.data")
     except ImportError as exc:
         raise TweetheadsError("--engine ray needs Ray Data, which is not installed: "
                               "pip install 'tweetheads[ray]' (or use --engine local)") from exc
@@ -329,6 +334,36 @@ def cluster_sizing(ray, config, gpus_per_actor: int) -> Sizing:
     return size_actors(node_cpus, config.concurrency, config.actor_cpus, gpus_per_actor, gpus)
 
 
+_EARLY: dict[str, bool] = {}  # {"connected": True} while a connection made by plan_time_check waits for its run
+
+
+def plan_time_check(config) -> None:
+    """The resource check, before the model and head load (so a refusal comes in seconds): connect to
+    the cluster (kept for the run) and size the actors, where the cluster has no GPUs; a cluster with
+    GPUs is checked by :func:`score_on_ray`, once the model says whether its actors take one."""
+    if not config.resource_check:
+        return
+    ray = require_ray(data=False)
+    ours = not ray.is_initialized()
+    if ours:
+        _connect(ray, config)
+        _EARLY["connected"] = True
+    try:
+        if ray.cluster_resources().get("GPU", 0) < 1:
+            cluster_sizing(ray, config, 0)
+    except BaseException:
+        release_early()
+        raise
+
+
+def release_early() -> None:
+    """Shut down a connection :func:`plan_time_check` made, when the run will not take it (planning failed)."""
+    if _EARLY.pop("connected", False):
+        import ray
+
+        ray.shutdown()
+
+
 class Stalled(TweetheadsError):
     """No chunk finished within the stall timeout: the run is stopped instead of waiting forever."""
 
@@ -423,9 +458,12 @@ def score_on_ray(plan, config, formatter: RowFormatter, update: Callable[[int], 
         update(record["rows_read"])
     started = time.perf_counter()
     sizing = None
+    early = _EARLY.pop("connected", False)  # plan_time_check connected for this run
+    if not items and early:
+        ray.shutdown()
     if items:
-        connected = not ray.is_initialized()
-        if connected:
+        connected = early or not ray.is_initialized()
+        if not ray.is_initialized():
             _connect(ray, config)
         data_logger = logging.getLogger("ray.data")
         level = data_logger.level

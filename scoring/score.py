@@ -202,7 +202,14 @@ def score_files(inputs: Iterable[str | Path] | str | Path, output: str | Path, m
     folder or ``"e2e"``. Raises DataError/ModelError/HeadError before any work when something is off.
     A write that fails (a full disk) raises DataError; the same command, rerun, resumes.
     """
-    plan = prepare(inputs, output, model, head, config)
+    try:
+        plan = prepare(inputs, output, model, head, config)
+    except BaseException:
+        if config.engine == "ray":
+            from .ray_engine import release_early
+
+            release_early()
+        raise
     if config.engine == "ray":
         return _score_on_ray(plan, config)
     try:
@@ -346,7 +353,10 @@ def prepare(inputs, output, model, head, config: ScoreConfig) -> Plan:
         _check_review(paths, output, rejects, review)
     kept = _kept_columns(paths, headers, config.keep_cols)
     if config.engine == "ray":
-        require_ray()
+        from .ray_engine import plan_time_check
+
+        require_ray(data=False)  # Ray Data itself is imported by the run (seconds saved on a refusal)
+        plan_time_check(config)  # a plan the cluster cannot run is refused before the model loads
     embedder = model if isinstance(model, Embedder) else Embedder(str(model))
     encoder = embedder.load()
     checked = load_checked(head, embedder)
