@@ -20,7 +20,7 @@ QUICK = dict(model="minilm", lr=1e-4, train_batch_size=8, eval_batch_size=16, ep
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, minilm_path):
     tmp = tmp_path_factory.mktemp("ft")
-    train = write_tweets(tmp / "train.csv", 48, seed=1)
+    train = write_tweets(tmp / "train.csv", 32, seed=1)  # 4 steps an epoch, 12 in all
     evals = write_tweets(tmp / "eval.csv", 24, seed=2)
     metrics = fine_tune(train, tmp / "run", FinetuneConfig(**QUICK), eval_path=evals, cache_dir=tmp / "cache")
     return tmp, metrics
@@ -29,17 +29,17 @@ def trained(tmp_path_factory, minilm_path):
 def test_loss_goes_down_and_metrics_are_written(trained):
     tmp, metrics = trained
     history = metrics["history"]
-    assert [row["step"] for row in history] == [6, 12, 18]
+    assert [row["step"] for row in history] == [4, 8, 12]
     assert history[-1]["training_loss"] < history[0]["training_loss"]
     assert history[-1]["validation_loss"] < history[0]["validation_loss"]
     assert json.loads((tmp / "run" / "metrics.json").read_text())["history"] == history
     assert metrics["examples_per_second"] > 0
-    # 18 steps: the default logs every step (about 50 points per run), and each epoch's logged losses
+    # 12 steps: the default logs every step (about 50 points per run), and each epoch's logged losses
     # average to that epoch's training loss
     log = metrics["training_log"]
-    assert metrics["log_every"] == 1 and [p["step"] for p in log] == list(range(1, 19))
+    assert metrics["log_every"] == 1 and [p["step"] for p in log] == list(range(1, 13))
     for epoch, row in enumerate(history):
-        assert np.mean([p["training_loss"] for p in log[6 * epoch:6 * epoch + 6]]) == pytest.approx(row["training_loss"])
+        assert np.mean([p["training_loss"] for p in log[4 * epoch:4 * epoch + 4]]) == pytest.approx(row["training_loss"])
     assert log[0]["learning_rate"] > log[-1]["learning_rate"] >= 0  # the linear schedule, as logged
 
 
@@ -106,7 +106,7 @@ def test_interrupt_then_resume_matches_uninterrupted(trained, monkeypatch):
 
     def flaky(self, cls):
         calls["n"] += 1
-        if calls["n"] == 9 and self.training:  # Ctrl-C during step 8 (after the first eval pass)
+        if calls["n"] == 9 and self.training:  # Ctrl-C during step 7 (4 steps and an eval pass of 2 batches before)
             raise KeyboardInterrupt
         return original(self, cls)
 
@@ -115,7 +115,7 @@ def test_interrupt_then_resume_matches_uninterrupted(trained, monkeypatch):
     with pytest.raises(Interrupted, match="--resume"):
         fine_tune(tmp / "train.csv", tmp / "run2", config, eval_path=tmp / "eval.csv", cache_dir=tmp / "cache")
     before = json.loads((tmp / "run2" / "metrics.json").read_text())
-    assert before["interrupted"] is True and before["train_seconds"] > 0
+    assert before["interrupted"] is True and before["steps"] == 6 and before["train_seconds"] > 0
     monkeypatch.setattr(ClassifierHead, "forward", original)
     with pytest.raises(TweetheadsError, match="pass --resume"):
         fine_tune(tmp / "train.csv", tmp / "run2", config, eval_path=tmp / "eval.csv", cache_dir=tmp / "cache")
@@ -144,13 +144,13 @@ def test_an_epoch_end_checkpoints_only_when_the_last_checkpoint_is_a_minute_old(
     real = finetune._Trainer.save_checkpoint
     monkeypatch.setattr(finetune._Trainer, "save_checkpoint", lambda self: (saved.append(self.step), real(self))[1])
     train = write_tweets(tmp_path / "train.csv", 16, seed=3)  # 2 steps an epoch
-    config = FinetuneConfig(**{**QUICK, "epochs": 4, "save_every": 5})
+    config = FinetuneConfig(**{**QUICK, "epochs": 3, "save_every": 5})
     fine_tune(train, tmp_path / "a", config, cache_dir=tmp_path / "cache")
-    assert saved == [5, 8]
+    assert saved == [5, 6]  # --save-every and the last step; no epoch end (steps 2 and 4)
     saved.clear()
     monkeypatch.setattr(finetune, "EPOCH_SAVE_SECONDS", 0.0)  # as if every epoch took a minute
     fine_tune(train, tmp_path / "b", config, cache_dir=tmp_path / "cache")
-    assert saved == [2, 4, 5, 6, 8]
+    assert saved == [2, 4, 5, 6]
 
 
 def test_unseen_eval_label_is_refused_before_training(tmp_path, minilm_path):
@@ -194,10 +194,10 @@ def test_precision_choice(tmp_path, minilm_path, monkeypatch):
         _amp_dtype(torch, "fp16", "cpu")
     with pytest.raises(TweetheadsError, match="expected one of auto, fp32, bf16, fp16"):
         _amp_dtype(torch, "int8", "cpu")
-    train = write_tweets(tmp_path / "train.csv", 16, seed=3)
+    train = write_tweets(tmp_path / "train.csv", 8, seed=3)  # one step (bf16 is emulated, slowly, without bf16 units)
     config = FinetuneConfig(**{**QUICK, "epochs": 1, "precision": "bf16", "device": "cpu"})
     metrics = fine_tune(train, tmp_path / "run", config, cache_dir=tmp_path / "cache")
-    assert metrics["steps"] == 2 and np.isfinite(metrics["final"]["training_loss"])
+    assert metrics["steps"] == 1 and np.isfinite(metrics["final"]["training_loss"])
     from embed.models import RUN_MARKER
 
     info = json.loads((tmp_path / "run" / RUN_MARKER).read_text())
@@ -279,10 +279,10 @@ def test_tas_b_shaped_distilbert_fine_tunes_and_reloads_with_768_d_cls(tmp_path,
     torch.manual_seed(0)
     DistilBertModel(DistilBertConfig(dim=768, n_layers=2, n_heads=12, hidden_dim=1024)).save_pretrained(str(folder))
     AutoTokenizer.from_pretrained(str(minilm_path)).save_pretrained(str(folder))  # same uncased vocabulary
-    train = write_tweets(tmp_path / "train.csv", 24, seed=5)
+    train = write_tweets(tmp_path / "train.csv", 16, seed=5)
     config = FinetuneConfig(**{**QUICK, "model": str(folder), "epochs": 1, "precision": precision, "device": "cpu"})
     metrics = fine_tune(train, tmp_path / "run", config, cache_dir=tmp_path / "cache")
-    assert metrics["steps"] == 3 and np.isfinite(metrics["final"]["training_loss"])
+    assert metrics["steps"] == 2 and np.isfinite(metrics["final"]["training_loss"])
     run = tmp_path / "run"
     assert json.loads((run / RUN_MARKER).read_text())["trained_precision"] == precision
     before = AutoModel.from_pretrained(str(folder)).state_dict()["transformer.layer.0.attention.q_lin.weight"]
@@ -387,7 +387,7 @@ def test_contrastive_objective_lowers_the_pair_loss_and_keeps_an_end_to_end_head
     from embed.finetune import _pair_loss, _Trainer
     from embed.models import RUN_MARKER
 
-    train = write_tweets(tmp_path / "train.csv", 48, seed=4)
+    train = write_tweets(tmp_path / "train.csv", 24, seed=4)  # 3 batches an epoch: 24 steps in 8 epochs
     rows = load_texts(train, "text", "label")
     labels = np.asarray(rows.labels)
     codes = torch.as_tensor(np.unique(labels, return_inverse=True)[1])
@@ -402,7 +402,7 @@ def test_contrastive_objective_lowers_the_pair_loss_and_keeps_an_end_to_end_head
         detached.append(detach_head), forward(self, ids, detach_head))[1])
     config = FinetuneConfig(**{**QUICK, "objective": "contrastive", "epochs": 8})
     fine_tune(train, tmp_path / "run", config, cache_dir=tmp_path / "cache")
-    assert detached == [True] * 48  # every training step: the head's loss does not reach the encoder
+    assert detached == [True] * 24  # every training step: the head's loss does not reach the encoder
     base, _ = pair_loss("minilm")
     tuned, X = pair_loss(str(tmp_path / "run"))
     assert tuned < 0.5 * base, (base, tuned)
@@ -440,11 +440,12 @@ def test_mean_pooling_run_trains_on_token_means_and_embeds_with_its_own_pooling(
     from embed.errors import ModelError
     from embed.models import RUN_MARKER
 
-    train = write_tweets(tmp_path / "train.csv", 48, seed=6)
-    evals = write_tweets(tmp_path / "eval.csv", 24, seed=7)
+    train = write_tweets(tmp_path / "train.csv", 24, seed=6)  # 3 steps and an eval pass: all this test reads
+    evals = write_tweets(tmp_path / "eval.csv", 16, seed=7)
     run = tmp_path / "run"
-    metrics = fine_tune(train, run, FinetuneConfig(**{**QUICK, "pooling": "mean", "epochs": 2}), eval_path=evals,
+    metrics = fine_tune(train, run, FinetuneConfig(**{**QUICK, "pooling": "mean", "epochs": 1}), eval_path=evals,
                         cache_dir=tmp_path / "cache")
+    assert metrics["steps"] == 3 and len(metrics["history"]) == 1
     assert json.loads((run / RUN_MARKER).read_text())["config"]["pooling"] == "mean"
     card = (run / "README.md").read_text()
     assert "- pooling: mean" in card and "with mean pooling" in card and "the mean of the token vectors" in card
@@ -518,9 +519,9 @@ def _spy_batches(monkeypatch) -> list:
 def test_batches_default_to_grouped_for_classify_and_random_for_contrastive(tmp_path, minilm_path, monkeypatch,
                                                                             objective, asked, grouped):
     seen = _spy_batches(monkeypatch)
-    train = write_tweets(tmp_path / "train.csv", 16, seed=8)
+    train = write_tweets(tmp_path / "train.csv", 8, seed=8)  # one step: only the batches drawn are looked at
     config = FinetuneConfig(**{**QUICK, "objective": objective, "group_by_length": asked, "epochs": 1})
-    fine_tune(train, tmp_path / "run", config, cache_dir=tmp_path / "cache")
+    assert fine_tune(train, tmp_path / "run", config, cache_dir=tmp_path / "cache")["steps"] == 1
     assert seen == [grouped]
     assert json.loads((tmp_path / "run" / RUN_MARKER).read_text())["config"]["group_by_length"] is grouped
     card = (tmp_path / "run" / "README.md").read_text()
@@ -545,14 +546,15 @@ def test_a_resumed_run_keeps_the_batches_it_started_with(tmp_path, minilm_path, 
 
     monkeypatch.setattr(ClassifierHead, "forward", flaky)
     train = write_tweets(tmp_path / "train.csv", 16, seed=10)
-    config = FinetuneConfig(**{**QUICK, "objective": "contrastive", "epochs": 2, "save_every": 1})
+    # the Ctrl-C writes the step-2 checkpoint the resumes start from (no --save-every checkpoints needed)
+    config = FinetuneConfig(**{**QUICK, "objective": "contrastive", "epochs": 2})
     with pytest.raises(Interrupted):
         fine_tune(train, tmp_path / "new", config, cache_dir=tmp_path / "cache")
     monkeypatch.setattr(ClassifierHead, "forward", original)
     shutil.copytree(tmp_path / "new", tmp_path / "old")
     progress = tmp_path / "old" / "checkpoint" / "progress.json"
     saved = json.loads(progress.read_text())
-    assert saved["group_by_length"] is False  # the contrastive default, recorded with the checkpoint
+    assert saved["step"] == 2 and saved["group_by_length"] is False  # the contrastive default, recorded with it
     del saved["group_by_length"]
     progress.write_text(json.dumps(saved))
     seen = _spy_batches(monkeypatch)

@@ -75,7 +75,7 @@ def _copy_checkout(dest: Path) -> None:
     (dest / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
 
 
-@pytest.mark.slow  # a 30-step fine-tune, three heads, compare and score on the sample: about a minute
+@pytest.mark.slow  # a 12-step fine-tune, three heads, compare and score on the sample: about a minute
 def test_readme_commands_run_on_a_fresh_copy(tmp_path):
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("not a git checkout: cannot tell which files a fresh clone has")

@@ -161,8 +161,9 @@ def head_dir(work, fresh) -> Path:
 
 @pytest.fixture(scope="module")
 def finetune_trials(work, warm) -> kt.FinetuneTrials:
-    """A 2-step fine-tune (CLI, in process) with a checkpoint: the run folder the damage tests copy."""
-    trials = kt.FinetuneTrials(work / "finetune", steps=2)
+    """A 6-step fine-tune (CLI, in process) with a checkpoint: the run folder the damage tests copy (the kill -9
+    and full-disk fine-tune tests' recipe, so one reference run serves all three: kill_trials reuses it)."""
+    trials = kt.FinetuneTrials(work / "finetune", steps=6)
     trials.calibrate(runner=in_process_runner(warm))
     return trials
 
