@@ -133,7 +133,6 @@ def _assemble(file: InputFile, pieces, text_col: str, chunk_rows: int, index: in
     pending: list[pa.Table] = []  # clean rows not yet in a chunk (an Arrow chunk while no record joins them)
     held = 0
     plain: Chunk | None = None  # a chunk that records joined: filled row by row
-    done = 0  # records of this file in yielded chunks, pending or plain
 
     def to_plain() -> Chunk:
         nonlocal pending, held
@@ -151,7 +150,6 @@ def _assemble(file: InputFile, pieces, text_col: str, chunk_rows: int, index: in
                 if plain is None:
                     plain = to_plain()
                 add_record(plain, record, at)
-                done += 1
                 if plain.rows_read == chunk_rows:
                     yield plain
                     index += 1
@@ -164,7 +162,6 @@ def _assemble(file: InputFile, pieces, text_col: str, chunk_rows: int, index: in
             plain.texts += head.texts
             plain.lines += [0] * take.num_rows
             plain.rows_read += take.num_rows
-            done += take.num_rows
             piece = piece.slice(take.num_rows)
             if plain.rows_read == chunk_rows:
                 yield plain
@@ -174,7 +171,6 @@ def _assemble(file: InputFile, pieces, text_col: str, chunk_rows: int, index: in
                 continue
         pending.append(piece)
         held += piece.num_rows
-        done += piece.num_rows
         while held >= chunk_rows:
             table = pa.concat_tables(pending)
             yield ArrowChunk(file.path, columns, table.slice(0, chunk_rows), text_col, index)
