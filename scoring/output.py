@@ -178,20 +178,32 @@ def csv_cells(values: pa.Array) -> pa.Array:
     return pc.if_else(need, quoted, values)
 
 
-def float_cells(values: np.ndarray) -> pa.Array:
+def float_cells(values: np.ndarray, memo: dict | None = None) -> pa.Array:
     """float64 values as ``str(value)`` writes them (Python's shortest repr), Arrow's cast doing most of them.
 
     Arrow's cast gives the same shortest digits where Python writes positional notation and the value
     is not whole (1e-4 <= v < 1e6; checked on 10^6 values in tests/test_blocks.py, and to 1e15);
-    elsewhere (1.0, 0.0, 9.6e-05, nan, negatives) Python's ``repr`` writes it.
+    elsewhere (1.0, 0.0, 9.6e-05, nan, negatives) Python's ``repr`` writes it, remembered in ``memo``
+    (keyed by the value's bits, so 0.0 and -0.0 stay apart; cleared past ``_FLOAT_MEMO`` entries).
     """
     values = np.ascontiguousarray(values, dtype=np.float64)
     cells = pc.cast(pa.array(values), pa.string())
     odd = ~((values >= 1e-4) & (values < 1e6)) | (values == np.floor(values))
     if odd.any():
-        cells = pc.replace_with_mask(cells, pa.array(odd), pa.array(list(map(repr, values[odd].tolist())),
-                                                                     type=pa.string()))
+        picked = values[odd]
+        if memo is None:
+            texts = list(map(repr, picked.tolist()))
+        else:
+            if len(memo) > _FLOAT_MEMO:
+                memo.clear()
+            get = memo.get
+            texts = [get(bits) or memo.setdefault(bits, repr(value))
+                     for bits, value in zip(picked.view(np.int64).tolist(), picked.tolist())]
+        cells = pc.replace_with_mask(cells, pa.array(odd), pa.array(texts, type=pa.string()))
     return cells
+
+
+_FLOAT_MEMO = 1 << 17
 
 
 def csv_block(columns: list) -> bytes:
@@ -367,6 +379,7 @@ class RowFormatter:
         self.kept, self.columns, self.classes = list(kept), list(columns), np.asarray(classes)
         self.ids = [model_id, head_id]
         self.hints: dict[Path, dict] = {}
+        self._float_text: dict[int, str] = {}  # float_cells' memo of repr texts (by the value's bits)
         self._key: tuple | None = None  # the chunk columns _at was computed for
         self._at: list[int] = []
 
@@ -414,7 +427,7 @@ class RowFormatter:
         if pc.any(pc.match_substring(labels, "\r")).as_py():
             return None
         cells.append(labels.take(pa.array(picked)))
-        cells += [float_cells(proba[:, j]) for j in range(proba.shape[1])]
+        cells += [float_cells(proba[:, j], self._float_text) for j in range(proba.shape[1])]
         ids = csv_cells(pa.array(self.ids, type=pa.string()))
         if pc.any(pc.match_substring(ids, "\r")).as_py():
             return None

@@ -72,7 +72,13 @@ def test_float_cells_are_pythons_shortest_repr():
     values = np.concatenate([rng.random(600_000), rng.random(200_000) ** 12, rng.dirichlet([0.2] * 3, 50_000).ravel(),
                              rng.random(10_000) * 1e7, -rng.random(1000),
                              [0.0, 1.0, 0.5, 1e-4, 9.999e-5, 1e-6, 2.5e-7, 1e15 + 0.5, np.nan, -0.0, 5e-324]])
-    assert float_cells(values).to_pylist() == [str(v) for v in values]
+    expected = [str(v) for v in values]
+    assert float_cells(values).to_pylist() == expected
+    memo: dict = {}
+    tail = values[-11:]  # 0.0, 1.0, -0.0, nan, ...
+    repeated = np.concatenate([values[:5000], tail, -tail, -values[:5000], tail])  # -0.0 beside 0.0, nan twice
+    assert float_cells(repeated, memo).to_pylist() == [str(v) for v in repeated]
+    assert float_cells(repeated, memo).to_pylist() == [str(v) for v in repeated]  # now from the memo
 
 
 @pytest.fixture(scope="module")
