@@ -159,6 +159,12 @@ def test_predict_json_is_one_line_per_text(head):
     assert [json.loads(line)["text"] for line in result.output.splitlines()] == ["one", "two"]
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C's default disposition. A suite started in the background by a shell without job
+    control inherits SIGINT ignored, and Python then never raises KeyboardInterrupt (seen in a CI run)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_exits_130_with_a_checkpoint(tmp_path, minilm_path):
     """A real process: SIGINT during a fine-tune saves a checkpoint, says how to resume, and exits 130."""
@@ -167,7 +173,7 @@ def test_ctrl_c_exits_130_with_a_checkpoint(tmp_path, minilm_path):
     proc = subprocess.Popen([sys.executable, "cli.py", "finetune", "--model", "minilm", "--train", str(train), "-o",
                              str(tmp_path / "run"), "--max-steps", "2000", "--max-length", "32", "--precision", "fp32",
                              "--log-every", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 120
     for line in proc.stdout:
         if line.startswith("step ") or time.monotonic() > deadline:

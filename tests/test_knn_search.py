@@ -26,7 +26,7 @@ from tests.conftest import SAMPLE, data_dir
 
 NEAR = 1e-5  # a gap smaller than this at the k-th place is a tie (float32 rounding is about 2e-7)
 SIM = 1e-6
-PROBA = 1e-6
+PROBA = 1e-5  # similarity-weighted votes: the two searches' float32 products differ in the last bits (1.1e-6 seen)
 
 
 def _normalized(X):
