@@ -350,7 +350,7 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _same_column(column: pa.ChunkedArray, hint: pa.DataType | None, chunk) -> pa.Array:
+def _same_column(column: pa.ChunkedArray, hint: pa.DataType | None) -> pa.Array:
     """An Arrow chunk's column as ``arrow_column`` builds it from the rows: itself where its type is plain."""
     kind = column.type
     if hint is not None and kind == hint and (pa.types.is_string(kind) or pa.types.is_large_string(kind) or
@@ -380,6 +380,7 @@ class RowFormatter:
         self.ids = [model_id, head_id]
         self.hints: dict[Path, dict] = {}
         self._float_text: dict[int, str] = {}  # float_cells' memo of repr texts (by the value's bits)
+        self._fixed: tuple | None = None  # csv_lines' label and id cells, made on first use
         self._key: tuple | None = None  # the chunk columns _at was computed for
         self._at: list[int] = []
 
@@ -423,14 +424,16 @@ class RowFormatter:
             if pc.any(pc.match_substring(column, "\r")).as_py():
                 return None
             cells.append(csv_cells(column))
-        labels = csv_cells(pa.array([str(c) for c in self.classes], type=pa.string()))
-        if pc.any(pc.match_substring(labels, "\r")).as_py():
+        if self._fixed is None:  # the class names and the two ids as cells, once (None: one holds "\r")
+            labels = csv_cells(pa.array([str(c) for c in self.classes], type=pa.string()))
+            ids = csv_cells(pa.array(self.ids, type=pa.string()))
+            clean = not any(pc.any(pc.match_substring(a, "\r")).as_py() for a in (labels, ids))
+            self._fixed = (labels, ids) if clean else ()
+        if not self._fixed:
             return None
+        labels, ids = self._fixed
         cells.append(labels.take(pa.array(picked)))
         cells += [float_cells(proba[:, j], self._float_text) for j in range(proba.shape[1])]
-        ids = csv_cells(pa.array(self.ids, type=pa.string()))
-        if pc.any(pc.match_substring(ids, "\r")).as_py():
-            return None
         cells += [ids[0], ids[1]]
         return csv_block(cells)
 
@@ -440,7 +443,7 @@ class RowFormatter:
         at = self._positions(chunk.columns)
         source = getattr(chunk, "table", None)
         if source is not None:  # an Arrow chunk: columns of plain types as they are, others as rows() has them
-            arrays = [_same_column(source.column(i), hints[name], chunk) for name, i in zip(self.kept, at)]
+            arrays = [_same_column(source.column(i), hints[name]) for name, i in zip(self.kept, at)]
         else:
             arrays = [arrow_column([row[i] for row in chunk.rows], hints[name]) for name, i in zip(self.kept, at)]
         arrays.append(pa.array(self.labels(picked).tolist(), type=self._label_type()))
