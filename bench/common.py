@@ -84,6 +84,15 @@ def gop_tweets(n: int | None = None, seed: int = SEED) -> tuple[list[str], list[
     return [t for t, _ in rows], [s for _, s in rows]
 
 
+def write_tweets(path: Path, texts: list[str], labels: list[str]) -> Path:
+    """``texts`` and ``labels`` as a CSV with a ``text,label`` header (the input the whole-process runs read)."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(texts, labels))
+    return path
+
+
 def normalized(texts: list[str]) -> list[str]:
     from embed.normalize import normalize_tweet
 

@@ -433,17 +433,12 @@ SentenceTransformer(sys.argv[1]).encode(texts, batch_size=64)
 
 def bench_whole_process(label: str, model: str, path: str, tmp, n: int, rounds: int) -> Table:
     """Each variant a new process on the same CSV of ``n`` raw GOP tweets, cold embedding store."""
-    import csv
     import shutil
     import subprocess
     import sys
 
     texts, labels = common.gop_tweets(n, seed=11)
-    data = tmp / f"whole-{label}.csv"
-    with open(data, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(zip(texts, labels))
+    data = common.write_tweets(tmp / f"whole-{label}.csv", texts, labels)
     script = tmp / "encode.py"
     script.write_text(_ENCODE_SCRIPT)
     kept = tmp / f"kept-{label}"  # a cache folder whose export survives; its store is emptied every run

@@ -22,7 +22,6 @@ Goal (#34 item 4): the first run at 3x ``encode()`` or more.
 from __future__ import annotations
 
 import argparse
-import csv
 import resource
 import shutil
 import statistics
@@ -31,7 +30,7 @@ import sys
 from pathlib import Path
 
 import common  # noqa: F401  bench/ is on sys.path: run as `python bench/first_run.py`
-from common import REPO, Table, cpu_header, gop_tweets, interleave, log, minilm_path, temp_dir  # noqa: E402
+from common import REPO, Table, cpu_header, gop_tweets, interleave, log, minilm_path, temp_dir, write_tweets  # noqa: E402
 
 ENCODE = """
 import csv, sys
@@ -46,11 +45,7 @@ SentenceTransformer(sys.argv[1], device="cpu").encode(texts, batch_size=64)
 def run(n: int, rounds: int, baseline: Path | None) -> Table:
     with temp_dir() as tmp:
         texts, labels = gop_tweets(n, seed=11)
-        data = tmp / "tweets.csv"
-        with open(data, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["text", "label"])
-            writer.writerows(zip(texts, labels))
+        data = write_tweets(tmp / "tweets.csv", texts, labels)
         script = tmp / "encode.py"
         script.write_text(ENCODE)
         counter = iter(range(10**6))
