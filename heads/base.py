@@ -85,6 +85,9 @@ class BaseHead(ClassifierMixin, BaseEstimator):
     name: ClassVar[str] = ""  # set by @register
     _files: ClassVar[tuple[str, ...]] = ()  # file names written by _dump
     _state_attrs: ClassVar[tuple[str, ...]] = ()  # fitted numbers kept in head.json
+    # False where a row's probabilities depend on the other rows of its batch by design (kNN: the batch
+    # size picks the search); scoring then never reuses a row's probabilities across batches
+    batch_invariant: ClassVar[bool] = True
 
     # -- hooks for subclasses ------------------------------------------------------------
     def _check_params(self) -> None:

@@ -80,6 +80,7 @@ class KNNHead(BaseHead):
 
     _files = ("index.faiss", "labels.npz")
     _state_attrs = ("k_",)
+    batch_invariant = False  # search="auto" searches a small batch through the BLAS, a large one with FAISS
 
     def __init__(self, *, k=None, ks=(1, 3, 5, 10, 15, 20, 30, 50), temperature=0.1,
                  index="flat", hnsw_m=32, ef_search=64, nlist=None, nprobe=16,
