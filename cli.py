@@ -264,6 +264,10 @@ def split(file, eval_fraction, seed, output, text_col, stratify, group_duplicate
               "at the last step and on Ctrl-C).")
 @click.option("--log-every", type=click.IntRange(min=1), default=_FT.log_every,
               help="Record the training loss every N steps in metrics.json [default: about 50 points per run].")
+@click.option("--calibrate", type=click.Choice(["temperature", "none"]), default=_FT.calibrate,
+              help="temperature: fit a temperature on the final model's probabilities of the --eval rows (its "
+              "validation split) and apply it to the end-to-end probabilities everywhere (score, predict, serve, "
+              "compare); the most probable class, so accuracy, is unchanged. Needs --eval. none: the softmax as trained.")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint (the same command plus --resume).")
 @cache_dir_option
 @_summary_options
@@ -273,6 +277,7 @@ def finetune(ctx, train_path, eval_path, output, recipe, resume, cache_dir, as_j
     from click.core import ParameterSource
 
     from embed.finetune import fine_tune, recipe_config
+    from embed.runs import read_run_info
 
     _quiet_transformers()
     given = {name: value for name, value in options.items()
@@ -285,9 +290,15 @@ def finetune(ctx, train_path, eval_path, output, recipe, resume, cache_dir, as_j
         summary += f", eval accuracy {final['accuracy']:.4f}, eval loss {final['validation_loss']:.4f}"
     if metrics.get("examples_per_second"):
         summary += f", {metrics['examples_per_second']:.1f} training examples/s"
+    calibration = read_run_info(output).get("calibration") or {}
+    if calibration.get("why"):
+        summary += f"; end-to-end probabilities not calibrated: {calibration['why']}"
+    elif calibration.get("method") == "temperature":
+        summary += (f"; end-to-end probabilities calibrated by temperature {calibration['temperature']:.3f} "
+                    f"fitted on the {calibration['rows']} eval rows")
     _report(as_json, quiet, {"run": str(output), "recipe": recipe, "steps": metrics["steps"],
                              "final": final, "examples_per_second": metrics.get("examples_per_second"),
-                             "train_seconds": metrics.get("train_seconds")}, summary)
+                             "train_seconds": metrics.get("train_seconds"), "calibration": calibration}, summary)
 
 
 @cli.command()

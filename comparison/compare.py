@@ -21,6 +21,13 @@ Every head, and the run's own classifier, is loaded and checked against the mode
 :func:`scoring.predictor.load_checked`, the one place that does it: a head trained on another
 model's vectors is refused with the message ``score`` gives.
 
+A run's end-to-end probabilities are calibrated by the temperature the run fitted on its eval file
+(``embed.runs``). When the test file is that very file (the same sha256), probability metrics
+computed with that T would be scored on the rows it was fitted on, so the end-to-end row's
+probabilities are cross-fitted instead (``probability.cross_fitted``: ``FOLDS`` folds of the test
+rows, each calibrated by the T fitted on the others); ``results.json``'s ``e2e_calibration`` and a
+line of the report say which. Accuracy is the same either way (a temperature keeps the argmax).
+
 With ``train_sizes`` (``--train-sizes 32,128,512,2048,all``) it also refits every head on
 stratified samples of the training file and reports accuracy per labelled tweet
 (:mod:`comparison.label_curve`): the training file is embedded once, through the cache.
@@ -40,10 +47,11 @@ from embed.data import load_texts
 from embed.errors import TweetheadsError
 from embed.normalize import normalizer
 from embed.runs import read_run_info
+from fileio import sha256_file
 from scoring.predictor import load_checked
 from scoring.predict import E2E
 
-from .probability import BINS, COVERAGES, aligned, prior_proba, probability_metrics
+from .probability import BINS, COVERAGES, FOLDS, aligned, cross_fitted, prior_proba, probability_metrics
 from .train_head import REPORT_FILE, predictions_per_second
 
 DEFINITIONS = {
@@ -281,6 +289,39 @@ def _predictions(classifier, X: np.ndarray, classes: list[str]) -> dict:
     return {"predictions": labels, "proba": aligned(proba, [str(c) for c in classifier.classes_], classes)}
 
 
+def e2e_calibration(methods: Methods, test_path, rows: EvalRows, predicted: list[dict], classes: list[str],
+                    config: CompareConfig) -> dict | None:
+    """How the end-to-end row's probabilities are calibrated (``results.json``'s ``e2e_calibration``, with its
+    report ``line``); None without a run. On the file the run's temperature was fitted on, the row's ``proba``
+    in ``predicted`` is replaced by cross-fitted probabilities (its predictions stay: same argmax)."""
+    e2e = methods.e2e
+    if e2e is None:
+        return None
+    entry = e2e.info.get("calibration")
+    if e2e.calibration_ is None:
+        why = (entry or {}).get("why") or "the run records no temperature: it was written before finetune fitted one"
+        return {"method": "none", "why": why,
+                "line": f"end-to-end probabilities: the classifier's softmax, not calibrated ({why})"}
+    fit, fitted_on = e2e.calibration_, entry.get("fitted_on") or {}
+    name = Path(str(fitted_on.get("path", "?"))).name
+    out = {"method": "temperature", "temperature": fit.temperature, "smoothing": fit.smoothing, "rows": fit.rows,
+           "fitted_on": fitted_on}
+    if fitted_on.get("sha256") != sha256_file(Path(test_path)):
+        return {**out, "applied": "the run's temperature",
+                "line": f"end-to-end probabilities: calibrated by the run's temperature T = {fit.temperature:.3f}, "
+                        f"fitted on `{name}` ({fit.rows} rows), another file than this test file"}
+    row = next(m for m in predicted if m["kind"] == "e2e")
+    codes = np.array([classes.index(str(label)) if str(label) in classes else -1 for label in rows.y])
+    own = aligned(e2e.uncalibrated_proba(rows.X), [str(c) for c in e2e.classes_], classes)
+    row["proba"], folds = cross_fitted(own, codes, FOLDS, config.seed)
+    return {**out, "applied": "cross-fitted", "folds": FOLDS,
+            "fold_temperatures": [[t.temperature, t.smoothing] for t in folds],
+            "line": f"end-to-end probabilities: this test file is the run's eval file, which its temperature "
+                    f"(T = {fit.temperature:.3f}) was fitted on, so the probability metrics of the end-to-end row "
+                    f"use a temperature cross-fitted over the test rows ({FOLDS} folds, each calibrated by the T "
+                    f"fitted on the others); its accuracy is the same either way"}
+
+
 def mcnemar_reference(predicted: list[dict], y: np.ndarray) -> dict:
     """The method McNemar's test compares against: the end-to-end model, or without one the best head on all
     rows (the first of a tie)."""
@@ -356,12 +397,14 @@ def compare(embedder, test_path, head_dirs: list, report_dir=None, train_path=No
     rows = load_rows(embedder, test_path, methods.train_path, config)
     classes = class_list(methods)
     run_metrics = run_metrics_of(methods.run_dir)
-    scored, mcnemar = score_methods(predict_all(methods, rows, run_metrics), rows, classes, config)
+    predicted = predict_all(methods, rows, run_metrics)
+    calibration = e2e_calibration(methods, test_path, rows, predicted, classes, config)
+    scored, mcnemar = score_methods(predicted, rows, classes, config)
     references = [asdict(r) for r in config.references]
     results = {
         "test": str(test_path), "train": str(methods.train_path), "model_name": methods.model,
         "run": None if methods.run_dir is None else str(methods.run_dir), "model": methods.encoder.description,
-        "no_end_to_end": methods.no_e2e, "rows": int(len(rows.y)), "novel_rows": int(rows.novel.sum()),
+        "no_end_to_end": methods.no_e2e, "e2e_calibration": calibration, "rows": int(len(rows.y)), "novel_rows": int(rows.novel.sum()),
         "classes": classes, "references": references,
         "mcnemar_reference": {k: v for k, v in mcnemar.items() if k != "accuracy"},
         "methods": [{k: v for k, v in r.items() if k not in ("predictions", "proba", "correct")} for r in scored],

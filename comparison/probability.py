@@ -16,6 +16,10 @@ Definitions (stated in ``report.md`` too):
 
 Every function takes ``proba`` with columns in the order of ``classes``; ``aligned`` puts a
 classifier's own columns in that order (0 for a class it does not know).
+
+``cross_fitted`` calibrates rows by a temperature none of them was fitted on (K folds, each by the T of
+the others): how ``compare`` scores a run's end-to-end probabilities on the very file the run's
+temperature was fitted on.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import numpy as np
 
 BINS = 15
 COVERAGES = (0.5, 0.8, 0.9, 1.0)
+FOLDS = 5  # cross_fitted's default: each fold's T fitted on the other 80% of the rows
 
 
 def aligned(proba: np.ndarray, own: list, classes: list[str]) -> np.ndarray:
@@ -114,3 +119,28 @@ def probability_metrics(proba: np.ndarray, y: np.ndarray, classes: list[str], co
             "mean_confidence": float(proba.max(axis=1).mean()),
             "selective_accuracy": selective_accuracy(proba, correct),
             "reliability": reliability(proba, correct)}
+
+
+def cross_fitted(proba: np.ndarray, codes: np.ndarray, folds: int = FOLDS, seed: int = 42) -> tuple[np.ndarray, list]:
+    """Out-of-fold temperature calibration: ``proba``'s rows in ``folds`` shuffled folds (stratified by ``codes``
+    where every code has ``folds`` rows), each fold's probabilities mapped by the ``heads.calibration.Temperature``
+    fitted (``fit_temperature``) on the other folds' rows. ``codes``: class indexes into ``proba``'s columns, -1
+    for a row to calibrate but not fit on. Returns the calibrated probabilities and the fitted temperatures.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from heads.calibration import fit_temperature
+
+    proba, codes = np.asarray(proba, dtype=np.float64), np.asarray(codes)
+    out = proba.copy()
+    if len(codes) < folds:
+        return out, []
+    stratified = np.unique(codes, return_counts=True)[1].min() >= folds
+    splitter = (StratifiedKFold if stratified else KFold)(folds, shuffle=True, random_state=seed)
+    fitted = []
+    for fit, apply in splitter.split(proba, codes):
+        fit = fit[codes[fit] >= 0]
+        temperature = fit_temperature(proba[fit], codes[fit])
+        out[apply] = temperature.apply(proba[apply])
+        fitted.append(temperature)
+    return out, fitted

@@ -65,10 +65,13 @@ def probability_table(results: dict, subset: str) -> list[str]:
 
 
 def summary(results: dict) -> list[str]:
-    """The lines ``compare`` prints above its tables: rows, and why there is no end-to-end row."""
+    """The lines ``compare`` prints above its tables: rows, why there is no end-to-end row, and whether the
+    end-to-end probabilities were cross-fitted."""
     lines = [f"{results['rows']} test rows, {results['novel_rows']} novel"]
     if results.get("no_end_to_end"):
         lines.append(results["no_end_to_end"])
+    if (results.get("e2e_calibration") or {}).get("applied") == "cross-fitted":
+        lines.append(results["e2e_calibration"]["line"])
     return lines
 
 
@@ -87,6 +90,8 @@ def render_report(results: dict) -> str:
     ]
     if results.get("no_end_to_end"):
         lines.append(f"- {results['no_end_to_end']}")
+    if results.get("e2e_calibration"):
+        lines.append(f"- {results['e2e_calibration']['line']}.")
     lines += [
         f"- test file: `{results['test']}`: {results['rows']} rows, of which {results['novel_rows']} are novel "
         f"(normalized text not in `{results['train']}`)",

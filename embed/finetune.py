@@ -19,6 +19,13 @@ encoder moves by the pair loss alone and the run still has its end-to-end classi
 that of most sentence-transformers models); the run records it, and ``Embedder(pooling="auto")``
 pools the run's vectors the same way.
 
+With an eval file, the finished run calibrates its end-to-end probabilities (``calibrate="temperature"``,
+the default): a temperature (``heads.calibration.fit_temperature``, the heads' own fit by log-loss) is
+fitted on the final model's probabilities of the eval file's rows, the run's validation split (Guo et
+al. fit on validation), and recorded in ``tweetheads_run.json`` with the file's path, sha256 and rows;
+``EndToEndClassifier`` applies it (see ``runs.py``). Without an eval file the run has no temperature
+and says why (it trains on every row of the training file, so no other rows are held out).
+
 A checkpoint (weights, optimizer, scheduler, RNG state, step) is written every ``save_every``
 steps, at the end of an epoch when the last one is ``EPOCH_SAVE_SECONDS`` old or more (an epoch of a
 few labelled rows is a step or two, and a checkpoint of MiniLM takes about a second to write), at
@@ -40,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from fileio import fsync_file, sha256_file, write_atomic
+from heads.calibration import METHODS as CALIBRATIONS
 
 from .backends import POOLINGS, pool
 from .data import LabelMap, load_texts
@@ -91,6 +99,7 @@ class FinetuneConfig:
     save_every: int = 500
     log_every: int | None = None  # training loss every N steps; None: total_steps // 50 (about 50 points)
     progress: bool = True
+    calibrate: str = "temperature"  # temperature: T fitted on the eval file at the end (runs.py applies it); none
 
     def __post_init__(self) -> None:
         """Reject values no run could use, when the config is made (before any model or data is read)."""
@@ -103,6 +112,8 @@ class FinetuneConfig:
                                   "e.g. 0.1 (SetFit's)")
         if self.pooling not in POOLINGS:
             raise TweetheadsError(f"pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
+        if self.calibrate not in CALIBRATIONS:
+            raise TweetheadsError(f"calibrate {self.calibrate!r}: expected one of {', '.join(CALIBRATIONS)}")
         if self.log_every is not None and (not isinstance(self.log_every, int) or self.log_every < 1):
             raise TweetheadsError(f"log_every must be a whole number of steps of at least 1, got {self.log_every!r}")
 
@@ -279,6 +290,7 @@ class _Trainer:
         self.encoder.eval(), self.head.eval()
         order = np.argsort([len(x) for x in self.eval_ids], kind="stable")
         losses, correct = 0.0, 0
+        every = np.zeros((len(order), len(self.labels.names)), dtype=np.float32)  # in eval-file row order
         with torch.inference_mode():
             for i in range(0, len(order), self.config.eval_batch_size):
                 rows = order[i:i + self.config.eval_batch_size]
@@ -286,8 +298,35 @@ class _Trainer:
                 target = torch.as_tensor(self.eval_y[rows], device=self.device)
                 losses += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
                 correct += int((logits.argmax(1) == target).sum())
+                every[rows] = logits.cpu().numpy()
         self.encoder.train(), self.head.train()
+        self.eval_logits = (self.step, every)  # the calibration of the finished run is fitted on the last ones
         return losses / len(order), correct / len(order)
+
+    def calibration(self, interrupted: bool) -> dict:
+        """``tweetheads_run.json``'s ``calibration``: a temperature fitted on the final model's probabilities of
+        the eval file's rows (``heads.calibration.fit_temperature``) with what it was fitted on, or why none."""
+        from heads.calibration import MIN_ROWS, fit_temperature
+
+        if self.config.calibrate == "none":
+            return {"method": "none", "why": "--calibrate none: the probabilities are the classifier's softmax"}
+        if self.eval_ids is None:
+            return {"method": "none", "why": "no --eval file: the temperature is fitted on the eval file's rows "
+                                             "(the run trains on every row of --train)"}
+        if interrupted:
+            return {"method": "none", "why": f"interrupted at step {self.step} of {self.total_steps}: the "
+                                             "temperature is fitted when the run finishes (--resume)"}
+        if getattr(self, "eval_logits", (None,))[0] != self.step:  # a finished run resumed: no step, no eval yet
+            self.evaluate()
+        logits = self.eval_logits[1].astype(np.float64)
+        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        fitted = fit_temperature(weights / weights.sum(axis=1, keepdims=True), self.eval_y)
+        entry = {**fitted.to_json(), "fitted_on": self.data_files["eval"]}
+        if fitted.rows < MIN_ROWS:
+            entry["why"] = f"{fitted.rows} eval rows are fewer than {MIN_ROWS}: no temperature fitted (T = 1)"
+        elif fitted.temperature == 1.0 and fitted.smoothing == 0.0:
+            entry["why"] = "no temperature lowered the eval rows' log-loss (T = 1)"
+        return entry
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -470,6 +509,7 @@ class _Trainer:
                      "max_length": self.max_length, "normalization": self.norm_version, "device": self.device,
                      "trained_precision": self.trained_precision, "interrupted": interrupted})
         info["data"] = self.data_files
+        info["calibration"] = self.calibration(interrupted)  # applied by runs.EndToEndClassifier
         info["files"] = artifact_digests(run_dir)  # verified whenever the run is loaded
         write_atomic(info_path, json.dumps(info, indent=2) + "\n")  # a kill mid-write leaves the old one
         write_model_card(run_dir, info, metrics)

@@ -108,6 +108,7 @@ def run_card(info: dict, metrics: dict, name: str):
                   f"- Loss: {fixed(final['validation_loss'])}",
                   f"- Accuracy: {fixed(final['accuracy'])}" + (f" (95% Wilson interval {fixed(low)}-{fixed(high)})"
                                                                if evals else "")]
+    lines += run_calibration_section(info.get("calibration"))
     lines += ["", LIMITS, "", "## How to use", "",
               "With tweetheads installed (`pip install tweetheads`; the folder is this run, or its hub id once pushed):",
               "", "```python", "from scoring.predictor import Predictor", "",
@@ -165,8 +166,33 @@ def run_card(info: dict, metrics: dict, name: str):
               f"- `encoder/`: the fine-tuned encoder, a sentence-transformers model with {short} pooling",
               "- `classifier.safetensors`, `labels.json`: the end-to-end classification head and its labels",
               "- `metrics.json`: the table above as JSON",
-              "- `tweetheads_run.json`: the run's settings and the sha256 of every file above (checked on load)"]
+              "- `tweetheads_run.json`: the run's settings, its calibration and the sha256 of every file above (checked on load)"]
     return make_card(data, "\n".join(lines))
+
+
+def run_calibration_section(calibration: dict | None) -> list[str]:
+    """The run card's "Calibration" lines, from ``tweetheads_run.json``'s ``calibration`` (none for a run
+    written before it): the temperature and the file it was fitted on, or why there is none."""
+    if calibration is None:
+        return []
+    lines = ["", "## Calibration", ""]
+    if calibration.get("method") != "temperature":
+        return lines + [f"Not calibrated ({calibration.get('why', 'not asked for')}): the end-to-end probabilities "
+                        "are the classifier's softmax."]
+    if calibration.get("why"):
+        return lines + [f"Temperature scaling was asked for, but none was applied: {calibration['why']}. The "
+                        "end-to-end probabilities are the classifier's softmax."]
+    fitted_on = calibration.get("fitted_on") or {}
+    before, after = calibration.get("nll_before"), calibration.get("nll_after")
+    nll = "" if after is None else f"; log-loss there {fixed(before, 3)} -> {fixed(after, 3)}"
+    return lines + [
+        "The end-to-end probabilities are calibrated by temperature scaling, `softmax(log(p + s) / T)` over the "
+        f"classifier's softmax `p`, with T = {calibration['temperature']:.3f} and s = {calibration.get('smoothing', 0):g}, "
+        f"fitted by log-loss on the final model's probabilities of the evaluation set "
+        f"(`{Path(str(fitted_on.get('path', '?'))).name}`, {fitted_on.get('rows', calibration.get('rows'))} rows, "
+        f"sha256 `{fitted_on.get('sha256', '?')}`{nll}). Every use of the model applies it (`score`, `predict`, "
+        "`serve`, `compare`; `compare` on that same file cross-fits it instead). The most probable class, hence "
+        "every accuracy figure, is the same with and without it."]
 
 
 def render_model_card(info: dict, metrics: dict, name: str | None = None) -> str:

@@ -2,7 +2,8 @@
 
 Layout of ``RUN_DIR``::
 
-    tweetheads_run.json     config, label names, data files and sha256, status, and ``files``:
+    tweetheads_run.json     config, label names, data files and sha256, status, ``calibration`` (the
+                            temperature fitted on the eval file, or why none was) and ``files``:
                             the sha256 of every artifact below (encoder/, classifier, labels)
     encoder/                sentence-transformers model saved by sentence-transformers, with the run's pooling
                             (CLS unless --pooling mean), its config and card
@@ -17,6 +18,15 @@ The end-to-end classifier is the encoder's pooled vector (CLS, or the token mean
 with ``--pooling mean``) through the classifier head, so it can score cached embeddings directly:
 the comparison with the heads is on exactly the same vectors. ``check_vectors`` refuses vectors
 pooled, cut or normalized otherwise than the classifier was trained on.
+
+The end-to-end probabilities are the classifier's softmax, calibrated by the temperature ``finetune``
+fitted on the final model's probabilities of the eval file's rows (``finetune --calibrate temperature``,
+the default; ``heads.calibration``, as the heads are): ``calibration`` in ``tweetheads_run.json`` is
+``{"method": "temperature", "temperature": T, "smoothing": s, "rows": n, "nll_before": ..., "nll_after":
+..., "fitted_on": {"path", "sha256", "rows"}}`` (the eval file), or ``{"method": "none", "why": ...}`` (no
+eval file, ``--calibrate none``, an interrupted run). A run written before calibration has no entry and
+gives the softmax as it always did. The temperature keeps each row's most probable class, so
+``predict`` and every accuracy are the same with and without it.
 
 ``verify_run`` checks the recorded sha256 of every artifact before a run folder is used (by
 ``EndToEndClassifier`` and by ``resolve_model``), so a truncated or modified file is refused by name
@@ -138,13 +148,33 @@ def run_pooling(info: dict) -> str:
     return (info.get("config") or {}).get("pooling", "cls")
 
 
+def run_calibration(info: dict, where: str | Path):
+    """The ``heads.calibration.Temperature`` a run's ``tweetheads_run.json`` records (``info``), or None: none
+    fitted (``method`` none) or a run written before calibration. ModelError naming ``where`` if malformed."""
+    entry = info.get("calibration")
+    if entry is None or (isinstance(entry, dict) and entry.get("method") == "none"):
+        return None
+    from heads.calibration import Temperature  # here: importing heads (scikit-learn) costs every command's start-up
+    from heads.registry import HeadError
+
+    try:
+        if isinstance(entry, dict):
+            return Temperature.from_json({k: v for k, v in entry.items() if k not in ("fitted_on", "why")}, str(where))
+    except HeadError:
+        pass
+    raise ModelError(f"{where}: field 'calibration' should be {{'method': 'temperature', 'temperature': a number "
+                     f"in 0.05-20, 'smoothing', 'rows', ..., 'fitted_on': the eval file}} or {{'method': 'none', "
+                     f"'why': ...}}, found {entry!r}; {_RECOVER}")
+
+
 _FLAGS = {"pooling": "--pooling", "max_length": "--max-length", "normalization": "--normalize/--no-normalize"}
 
 
 class EndToEndClassifier:
     """The fine-tuned model's own classifier, applied to pooled vectors (numpy, no torch needed).
 
-    Behaves like a fitted head: ``classes_``, ``predict_proba``, ``predict``.
+    Behaves like a fitted head: ``classes_``, ``predict_proba`` (calibrated by ``calibration_``, the run's
+    temperature, when it has one), ``uncalibrated_proba``, ``predict``.
     """
 
     def __init__(self, run_dir: str | Path):
@@ -167,6 +197,7 @@ class EndToEndClassifier:
             raise ModelError(f"{path}: {self._w2.shape[0]} outputs but labels.json names {len(self.classes_)} labels")
         self.n_features_in_ = int(self._w1.shape[1])
         self.pooling = run_pooling(info)
+        self.calibration_ = run_calibration(info, self.run_dir / RUN_MARKER)
 
     def check_vectors(self, description: dict) -> None:
         """Refuse vectors (an Embedder's ``description``) pooled, cut or normalized otherwise than trained on."""
@@ -181,7 +212,13 @@ class EndToEndClassifier:
                 f"{' / '.join(_FLAGS[k] for k in differ)} so the run's own settings are used")
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(n, n_classes)`` for pooled vectors ``X`` (softmax of the run's classifier)."""
+        """Class probabilities ``(n, n_classes)`` for pooled vectors ``X``: the classifier's softmax, calibrated by
+        the run's temperature when it has one (same argmax)."""
+        proba = self.uncalibrated_proba(X)
+        return proba if self.calibration_ is None else self.calibration_.apply(proba)
+
+    def uncalibrated_proba(self, X: np.ndarray) -> np.ndarray:
+        """The softmax of the run's classifier on pooled vectors ``X``, before any temperature."""
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ModelError(f"expected {self.pooling} vectors of width {self.n_features_in_}, got shape {X.shape}")

@@ -26,8 +26,8 @@ def name_of(value) -> str | None:
 
 
 def run_info(info: dict) -> dict:
-    """A copy of a run's ``tweetheads_run.json`` with paths replaced by their names (``name_of``) and
-    ``base_model_path`` and ``run_dir`` left out.
+    """A copy of a run's ``tweetheads_run.json`` with paths (its data files, the file its temperature was fitted
+    on) replaced by their names (``name_of``) and ``base_model_path`` and ``run_dir`` left out.
     """
     out = json.loads(json.dumps(info))
     out.pop("base_model_path", None)
@@ -36,7 +36,8 @@ def run_info(info: dict) -> dict:
     out["base_model"] = name_of(info.get("base_model"))
     if isinstance(out.get("config"), dict) and "model" in out["config"]:
         out["config"]["model"] = name_of(out["config"]["model"])
-    for entry in (out.get("data") or {}).values():
+    calibration = out.get("calibration") if isinstance(out.get("calibration"), dict) else {}
+    for entry in [*(out.get("data") or {}).values(), calibration.get("fitted_on")]:  # the file T was fitted on too
         if isinstance(entry, dict) and "path" in entry:
             entry["path"] = name_of(entry["path"])
     return out

@@ -116,6 +116,7 @@ def test_interrupt_then_resume_matches_uninterrupted(trained, monkeypatch):
         fine_tune(tmp / "train.csv", tmp / "run2", config, eval_path=tmp / "eval.csv", cache_dir=tmp / "cache")
     before = json.loads((tmp / "run2" / "metrics.json").read_text())
     assert before["interrupted"] is True and before["steps"] == 6 and before["train_seconds"] > 0
+    assert json.loads((tmp / "run2" / RUN_MARKER).read_text())["calibration"]["why"].startswith("interrupted at step 6")
     monkeypatch.setattr(ClassifierHead, "forward", original)
     with pytest.raises(TweetheadsError, match="pass --resume"):
         fine_tune(tmp / "train.csv", tmp / "run2", config, eval_path=tmp / "eval.csv", cache_dir=tmp / "cache")
@@ -125,6 +126,13 @@ def test_interrupt_then_resume_matches_uninterrupted(trained, monkeypatch):
     for key in a:
         np.testing.assert_allclose(a[key], b[key], atol=1e-6)
     assert resumed["history"][-1]["accuracy"] == pytest.approx(trained[1]["history"][-1]["accuracy"])
+    # the finished run's calibration entry is the uninterrupted run's (24 eval rows: too few to fit a T, and said so)
+    calibrations = [json.loads((tmp / name / RUN_MARKER).read_text())["calibration"] for name in ("run", "run2")]
+    assert calibrations[0]["rows"] == 24 and "fewer than 50" in calibrations[0]["why"]
+    nll = ("nll_before", "nll_after")
+    assert {k: v for k, v in calibrations[1].items() if k not in nll} == {k: v for k, v in calibrations[0].items()
+                                                                           if k not in nll}
+    assert [calibrations[1][k] for k in nll] == pytest.approx([calibrations[0][k] for k in nll], abs=1e-5)
     # the logged training losses resume too: the same points as the uninterrupted run
     assert [p["step"] for p in resumed["training_log"]] == [p["step"] for p in trained[1]["training_log"]]
     np.testing.assert_allclose([p["training_loss"] for p in resumed["training_log"]],
@@ -147,6 +155,8 @@ def test_an_epoch_end_checkpoints_only_when_the_last_checkpoint_is_a_minute_old(
     config = FinetuneConfig(**{**QUICK, "epochs": 3, "save_every": 5})
     fine_tune(train, tmp_path / "a", config, cache_dir=tmp_path / "cache")
     assert saved == [5, 6]  # --save-every and the last step; no epoch end (steps 2 and 4)
+    # (no --eval file: no temperature for the end-to-end probabilities, and the run says why)
+    assert json.loads((tmp_path / "a" / RUN_MARKER).read_text())["calibration"]["why"].startswith("no --eval file")
     saved.clear()
     monkeypatch.setattr(finetune, "EPOCH_SAVE_SECONDS", 0.0)  # as if every epoch took a minute
     fine_tune(train, tmp_path / "b", config, cache_dir=tmp_path / "cache")
