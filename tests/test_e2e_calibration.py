@@ -65,7 +65,8 @@ def test_the_saved_temperature_reproduces_the_fitted_probabilities_after_reload(
     assert np.abs(proba - own).max() > 1e-3
     # the card says what the probabilities are and what T was fitted on
     card = (run / "README.md").read_text()
-    assert f"T = {entry['temperature']:.3f}" in card and f"(`eval.csv`, 64 rows, sha256 `{entry['fitted_on']['sha256']}`" in card
+    assert f"T = {entry['temperature']:.3f}" in card
+    assert f"(`eval.csv`, 64 rows, sha256 `{entry['fitted_on']['sha256']}`" in card
 
 
 def test_the_temperature_changes_no_prediction(tmp):
