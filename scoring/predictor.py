@@ -27,6 +27,7 @@ array([0.11, 0.07, 0.82])
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -142,6 +143,8 @@ def _end_to_end(embedder: Embedder) -> CheckedHead:
     digest = hashlib.sha256()
     for name in (CLASSIFIER_FILE, "labels.json"):
         digest.update((run_dir / name).read_bytes())
+    if classifier.info.get("calibration"):  # a new temperature is a new classifier (a run written before has none)
+        digest.update(json.dumps(classifier.info["calibration"], sort_keys=True).encode())
     return CheckedHead(classifier, (E2E, str(Path(run_dir).resolve())), f"e2e@{run_dir}", digest.hexdigest())
 
 

@@ -147,3 +147,17 @@ def test_a_finished_run_resumed_fits_the_same_temperature_and_calibrate_none_kee
     assert EndToEndClassifier(again).calibration_ is None
     with pytest.raises(TweetheadsError, match="calibrate 'platt': expected one of temperature, none"):
         FinetuneConfig(calibrate="platt")
+
+
+def test_a_new_temperature_changes_the_classifier_id_that_score_resumes_by(tmp):
+    from embed.encoder import Embedder
+    from scoring.predictor import _end_to_end
+
+    other = tmp / "id-run"
+    shutil.copytree(tmp / "run", other, ignore=shutil.ignore_patterns("checkpoint"))
+    before = _end_to_end(Embedder(str(other), cache_dir=tmp / "cache"))
+    info = json.loads((other / RUN_MARKER).read_text())
+    info["calibration"] = {**info["calibration"], "temperature": info["calibration"]["temperature"] * 1.5}
+    (other / RUN_MARKER).write_text(json.dumps(info))
+    after = _end_to_end(Embedder(str(other), cache_dir=tmp / "cache"))
+    assert after.digest != before.digest  # a resumed score refuses to mix the two temperatures' rows
