@@ -40,7 +40,7 @@ class VectorMemo:
         self.vectors = np.zeros((0, self.dim), dtype=np.float32)
         self.cut = np.zeros(0, dtype=bool)
         self.stable: bool | None = None  # rows classified alike in any batch (None: not checked yet)
-        self.proba = np.zeros((0, len(classifier.classes_)))  # each slot's, once stable (the classifier's dtype)
+        self.proba: np.ndarray | None = None  # each slot's probabilities, once stable (the classifier's dtype)
 
     def __call__(self, texts, unique: list[str] | None = None, codes: np.ndarray | None = None):
         """Probabilities for ``texts`` (a list, or pass ``unique`` and ``codes``: texts = unique[codes])."""
@@ -65,7 +65,9 @@ class VectorMemo:
             start = len(self.slots)
             if start + len(new) > len(self.vectors):  # allocated once (pages count only once written)
                 size = max(start + len(new), self.capacity)
-                self.vectors, self.cut, self.proba = (_grown(a, start, size) for a in (self.vectors, self.cut, self.proba))
+                self.vectors, self.cut = _grown(self.vectors, start, size), _grown(self.cut, start, size)
+                if self.proba is not None:
+                    self.proba = _grown(self.proba, start, size)
             self.vectors[start:start + len(new)] = vectors
             self.cut[start:start + len(new)] = self.truncation(new)
             end = start + len(new)

@@ -143,8 +143,8 @@ def _end_to_end(embedder: Embedder) -> CheckedHead:
     digest = hashlib.sha256()
     for name in (CLASSIFIER_FILE, "labels.json"):
         digest.update((run_dir / name).read_bytes())
-    if classifier.info.get("calibration"):  # a new temperature is a new classifier (a run written before has none)
-        digest.update(json.dumps(classifier.info["calibration"], sort_keys=True).encode())
+    if classifier.calibration_ is not None:  # a new temperature is a new classifier (none: the softmax, as before)
+        digest.update(json.dumps([classifier.calibration_.temperature, classifier.calibration_.smoothing]).encode())
     return CheckedHead(classifier, (E2E, str(Path(run_dir).resolve())), f"e2e@{run_dir}", digest.hexdigest())
 
 
