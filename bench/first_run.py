@@ -43,6 +43,9 @@ SentenceTransformer(sys.argv[1], device="cpu").encode(texts, batch_size=64)
 
 
 def run(n: int, rounds: int, baseline: Path | None) -> Table:
+    from embed.encoder import pick_precision
+
+    precision = pick_precision("auto", "cpu")  # what `embed` with no flags computes in on this CPU
     with temp_dir() as tmp:
         texts, labels = gop_tweets(n, seed=11)
         data = write_tweets(tmp / "tweets.csv", texts, labels)
@@ -50,7 +53,7 @@ def run(n: int, rounds: int, baseline: Path | None) -> Table:
         script.write_text(ENCODE)
         counter = iter(range(10**6))
 
-        def embed(tree: Path, keep: Path | None = None):
+        def embed(tree: Path, keep: Path | None = None, flags: tuple[str, ...] = ()):
             def fn():
                 cache = keep or tmp / f"cold-{next(counter)}"
                 if keep is not None and cache.exists():  # the export stays, the store goes
@@ -58,7 +61,7 @@ def run(n: int, rounds: int, baseline: Path | None) -> Table:
                         if child.name != "exports":
                             shutil.rmtree(child)
                 subprocess.run([sys.executable, str(tree / "cli.py"), "embed", "--model", "minilm", "--input",
-                                str(data), "--output", str(tmp / "out.npy"), "--cache-dir", str(cache)],
+                                str(data), "--output", str(tmp / "out.npy"), "--cache-dir", str(cache), *flags],
                                check=True, capture_output=True)
                 if keep is None:
                     shutil.rmtree(cache, ignore_errors=True)
@@ -72,6 +75,8 @@ def run(n: int, rounds: int, baseline: Path | None) -> Table:
         variants = {"SentenceTransformer.encode(), no flags": encode,
                     "embed, no flags, first run (export made in the command)": embed(REPO),
                     "embed, no flags, second run (export on disk, empty store)": embed(REPO, kept)}
+        if precision != "fp32":  # encode()'s precision, for a like-for-like row
+            variants["embed --precision fp32, first run"] = embed(REPO, flags=("--precision", "fp32"))
         if baseline is not None:
             variants[f"baseline `{baseline}`: embed, first run"] = embed(baseline)
         cpu: dict[str, list[float]] = {name: [] for name in variants}
@@ -101,8 +106,10 @@ def run(n: int, rounds: int, baseline: Path | None) -> Table:
                   f"{statistics.median(ratios):.2f}x", f"{statistics.median(cpu[name]):.1f}",
                   f"{statistics.median(cpu_ratios):.2f}x")
     table.notes.append("`encode()` gets the raw texts and its own (mean) pooling; `embed` normalizes, encodes each "
-                       "distinct text once (retweets repeat) and writes CLS vectors (OpenVINO fp32 on a CPU "
-                       "without bf16 units).")
+                       "distinct text once (retweets repeat) and writes CLS vectors (OpenVINO "
+                       + (f"{precision} with no flags, this CPU having bf16 units; encode() computes in fp32, "
+                          "as the `--precision fp32` row does)." if precision != "fp32"
+                          else "fp32 on a CPU without bf16 units)."))
     table.notes.append("CPU s: user + system seconds of the process and its children (`RUSAGE_CHILDREN`), "
                        "a check on the wall ratios when other work shares the cores.")
     return table

@@ -22,6 +22,15 @@ search wins on calls of up to about 1,000 queries against thousands of stored ve
 both are compute-bound at the same flops and the BLAS search pays the extra partial sort (2,775
 queries: 0.73x to 0.86x), and on 1,000 stored vectors a call's fixed cost dominates: FAISS there.
 
+``reranked(queries, matrix, ids, k)`` is what the kNN head votes with on an exact CPU index: each
+query's candidates (k + ``MARGIN`` from either search) scored again one pair at a time (the products
+of one query and one stored vector summed along the vector in one fixed order), so a query's
+similarities, neighbours and probabilities are the same bits in a batch of any size, whichever search
+found the candidates (FAISS and the BLAS then agree exactly; a near-tie goes to the higher similarity
+so computed, an exact tie to the lowest id of all the stored copies). That is what lets ``score``
+classify a repeated text once. ``duplicate_groups`` finds the stored vectors that are exact copies
+(a retweet stored once per copy), found once per loaded head.
+
 Left out: a GPU path (FAISS's GPU index is used there), bf16/int8 products, metrics other than
 inner product.
 """
@@ -37,6 +46,8 @@ BLOCK_BYTES = 32 * 2**20  # one block of similarities, float32: 32 MiB
 # AMD EPYC: BLAS 1.6-5.2x FAISS up to 300 queries a call, FAISS 1.7-2x ahead from 400 queries on
 MIN_STORED = 4_096
 MAX_QUERIES = 300
+MARGIN = 8  # candidates beyond k that reranked() scores again: a near-tie of up to 8 at the k-th place
+RERANK_ROWS = 64  # queries per block in reranked(): 64 x (k + 8) x d float32 values at a time
 
 
 def prefer_blas(n_train: int, n_query: int) -> bool:
@@ -82,3 +93,48 @@ def _lowest_ids_of_tie(row: np.ndarray, kth: np.float32, k: int) -> np.ndarray:
     """The k ids: every one above the tie, then the lowest ids within TIE of the k-th similarity."""
     above = np.flatnonzero(row > kth + TIE)
     return np.concatenate([above, np.flatnonzero(np.abs(row - kth) <= TIE)[:k - len(above)]])
+
+
+def duplicate_groups(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which stored vectors are exact copies of each other (a retweet's, stored once per copy):
+    ``(group, members, starts)``, vector i in group ``group[i]``, whose ids (ascending) are
+    ``members[starts[g]:starts[g + 1]]``."""
+    rows = np.ascontiguousarray(matrix).view(np.dtype((np.void, matrix.shape[1] * matrix.itemsize))).ravel()
+    _, group, counts = np.unique(rows, return_inverse=True, return_counts=True)
+    members = np.argsort(group, kind="stable")
+    return group.ravel(), members, np.concatenate([[0], np.cumsum(counts)])
+
+
+def reranked(queries: np.ndarray, matrix: np.ndarray, ids: np.ndarray, k: int,
+             copies: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of each query's candidate ``ids`` by a similarity computed one pair at a time.
+
+    Each similarity is the elementwise float32 product of one query and one stored vector summed
+    along the vector (numpy's pairwise sum over one contiguous row): the same bits whatever the other
+    rows of the batch, unlike a matrix product, whose kernel and blocking depend on its sizes. Ranked
+    highest first, an exact tie by lower id. Where the k-th neighbour has exact copies among the
+    stored vectors (``copies``: :func:`duplicate_groups`), all of them join the query's candidates, so
+    the tie goes to the lowest ids of all the copies, whichever of them the search handed over.
+    Returns float32 similarities and int64 ids shaped ``(len(queries), k)``.
+    """
+    group, members, starts = copies
+    sizes = np.diff(starts)
+    sims = np.empty((len(queries), k), dtype=np.float32)
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), RERANK_ROWS):
+        block, rows = ids[start:start + RERANK_ROWS], queries[start:start + RERANK_ROWS]
+        pairs = matrix[block]  # (rows, candidates, d): every id is found in a flat index with k <= its size
+        pairs *= rows[:, None, :]
+        exact = pairs.sum(axis=2)
+        order = np.lexsort((block, -exact), axis=1)
+        exact, block = np.take_along_axis(exact, order, axis=1), np.take_along_axis(block, order, axis=1)
+        kth = group[block[:, k - 1]]
+        for row in np.flatnonzero(sizes[kth] > 1):  # the k-th place's tie may hold copies not handed over
+            g = kth[row]
+            band = np.union1d(block[row], members[starts[g]:starts[g + 1]])
+            if len(band) > block.shape[1]:
+                scored = (matrix[band] * rows[row]).sum(axis=1)
+                top = np.lexsort((band, -scored))[:k]
+                exact[row, :k], block[row, :k] = scored[top], band[top]
+        sims[start:start + RERANK_ROWS], out[start:start + RERANK_ROWS] = exact[:, :k], block[:, :k]
+    return sims, out

@@ -24,6 +24,9 @@ matrix product per block of queries and a partial sort, heads/exact.py: the same
 going to the lower training index as in FAISS) or "auto" (the default, and what a head.json saved
 before this parameter loads as): the BLAS when `heads.exact.prefer_blas` says it is faster for the
 call's sizes, the rule measured in bench/knn_speed.py. hnsw/ivf and GPU indexes always use FAISS.
+On an exact CPU index the head votes with ``heads.exact.reranked``: k + 8 candidates from either search
+scored again one pair at a time, so a row's probabilities are the same bits in any batch
+and from either search (``batch_invariant``: ``score`` then classifies a repeated text once).
 
 Left out: other metrics (L2, raw dot product), product quantisation (IVFPQ), adding vectors
 after fit, and pickling a GPU-resident head (save() it; faiss pickles CPU indexes itself).
@@ -39,7 +42,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from heads.base import BaseHead, HeadError, class_weights, damaged, dump_arrays, load_arrays, register, selection_score
-from heads.exact import prefer_blas, top_k
+from heads.exact import MARGIN, duplicate_groups, prefer_blas, reranked, top_k
 
 
 @register("knn")
@@ -80,7 +83,12 @@ class KNNHead(BaseHead):
 
     _files = ("index.faiss", "labels.npz")
     _state_attrs = ("k_",)
-    batch_invariant = False  # search="auto" searches a small batch through the BLAS, a large one with FAISS
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a row's probabilities are the same bits in any batch: an exact index on the CPU
+        (its candidates scored again one pair at a time); hnsw, ivf and GPU indexes are not."""
+        return self._reranks()
 
     def __init__(self, *, k=None, ks=(1, 3, 5, 10, 15, 20, 30, 50), temperature=0.1,
                  index="flat", hnsw_m=32, ef_search=64, nlist=None, nprobe=16,
@@ -150,7 +158,7 @@ class KNNHead(BaseHead):
         grid = sorted({min(int(k), cap) for k in self.ks})
         if grid[-1] < 1:  # one training row per class: nothing to leave out
             return 1
-        sims, ids = self._search(queries, grid[-1] + (rows is not None))
+        sims, ids = self._neighbours(queries, grid[-1] + (rows is not None))
         if rows is not None:  # drop each row's own hit (or the last one if ties hid it)
             own = ids == rows[:, None]
             own[~own.any(axis=1), -1] = True
@@ -172,6 +180,31 @@ class KNNHead(BaseHead):
             self.index_.nprobe = self.nprobe
         return self.index_.search(queries, k)
 
+    def _neighbours(self, queries, k):
+        """The k neighbours the head votes with: the search's, or on an exact CPU index its k + MARGIN
+        candidates scored again (``heads.exact.reranked``: the same bits in any batch)."""
+        if not self._reranks():
+            return self._search(queries, k)
+        _, candidates = self._search(queries, min(self.index_.ntotal, k + MARGIN))
+        return reranked(queries, self._stored(), candidates, k, self._copies())
+
+    def _copies(self):
+        """The stored vectors' exact-copy groups (``heads.exact.duplicate_groups``), found once per index."""
+        found = getattr(self, "_copies_of", None)
+        if found is None or found[0] is not self.index_:
+            self._copies_of = (self.index_, duplicate_groups(self._stored()))
+        return self._copies_of[1]
+
+    def _reranks(self) -> bool:
+        return self.index == "flat" and hasattr(self, "index_") and not _on_gpu(self.index_)
+
+    def _stored(self) -> np.ndarray:
+        """The stored vectors: a CPU flat index's own storage (no copy), else copied from the index."""
+        index = self.index_
+        if not _on_gpu(index):
+            return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+        return index.reconstruct_n(0, index.ntotal)  # search="blas" on a GPU index: copied to the CPU
+
     def _vote(self, sims, ids) -> np.ndarray:
         found = ids >= 0  # approximate indexes return -1 when they find fewer than k
         sims = sims.astype(np.float64)
@@ -187,15 +220,11 @@ class KNNHead(BaseHead):
     def _use_blas(self, n_query: int) -> bool:
         if self.index != "flat" or self.search == "faiss":
             return False
-        return self.search == "blas" or (_to_cpu(self.index_) is self.index_
+        return self.search == "blas" or (not _on_gpu(self.index_)
                                          and prefer_blas(self.index_.ntotal, n_query))
 
     def _blas_search(self, queries, k):
-        index = self.index_
-        if _to_cpu(index) is index:  # the flat index's own storage, no copy
-            matrix = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
-        else:  # search="blas" on a GPU index: its vectors, copied to the CPU
-            matrix = index.reconstruct_n(0, index.ntotal)
+        matrix = self._stored()
         if self.n_threads is None:
             return top_k(queries, matrix, k)
         from threadpoolctl import threadpool_limits
@@ -220,7 +249,7 @@ class KNNHead(BaseHead):
 
     def _predict_proba(self, X) -> np.ndarray:
         self._set_threads()
-        return self._vote(*self._search(_normalize(X), self.k_))
+        return self._vote(*self._neighbours(_normalize(X), self.k_))
 
     def recall_against_exact(self, X, k=None) -> float:
         """Fraction of the exact top-k neighbours of X that the index finds (flat: 1.0)."""
@@ -280,5 +309,9 @@ def _gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
+def _on_gpu(index) -> bool:
+    return type(index).__name__.startswith("Gpu")
+
+
 def _to_cpu(index):
-    return faiss.index_gpu_to_cpu(index) if type(index).__name__.startswith("Gpu") else index
+    return faiss.index_gpu_to_cpu(index) if _on_gpu(index) else index

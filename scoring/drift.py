@@ -89,22 +89,29 @@ class Reservoir:
         self._rng = np.random.default_rng(seed)
 
     def add(self, items) -> None:
-        """Offer ``items`` (a sequence); each item seen so far stays in the sample with probability size/seen."""
-        items = list(items)
-        free = self.size - len(self.kept)
-        if free > 0:
-            self.kept.extend(items[:free])
-            self.seen += min(free, len(items))
-            items = items[free:]
-        if not items:
+        """Offer ``items`` (a sequence, or an Arrow array: only the items kept become Python objects);
+        each item seen so far stays in the sample with probability size/seen."""
+        n = len(items)
+        first = min(max(self.size - len(self.kept), 0), n)
+        if first:
+            self.kept.extend(_at(items, np.arange(first)))
+            self.seen += first
+        if first == n:
             return
         # item i of the stream (0-based) replaces a random slot with probability size/(i+1)
-        index = self.seen + np.arange(len(items))
-        slots = (self._rng.random(len(items)) * (index + 1)).astype(np.int64)
-        for item, slot in zip(items, slots):
-            if slot < self.size:  # later items overwrite earlier ones, as in the serial form
-                self.kept[slot] = item
-        self.seen += len(items)
+        index = self.seen + np.arange(n - first)
+        slots = (self._rng.random(n - first) * (index + 1)).astype(np.int64)
+        hits = np.flatnonzero(slots < self.size)
+        for item, slot in zip(_at(items, first + hits), slots[hits]):  # later items overwrite earlier ones
+            self.kept[slot] = item
+        self.seen += n - first
+
+
+def _at(items, positions: np.ndarray) -> list:
+    """``items[i] for i in positions`` as a list; of an Arrow array, taken by Arrow."""
+    if hasattr(items, "to_pylist"):
+        return items.take(positions).to_pylist()
+    return [items[i] for i in positions]
 
 
 class VectorSample(Reservoir):

@@ -229,7 +229,9 @@ def _score_locally(plan: Plan, config: ScoreConfig) -> ScoreSummary:
     state = writer.open()
     done = state["chunk"]
     summary = ScoreSummary(plan.output, plan.rejects, resumed_chunks=done + 1)
-    sample = Reservoir(DriftConfig.sample, seed=DriftConfig.seed) if config.drift_check else None
+    no_reference = missing_reference(plan.classifier, plan.head_spec[0] == E2E) if config.drift_check else None
+    sample = (Reservoir(DriftConfig.sample, seed=DriftConfig.seed)  # nothing sampled where nothing compares it
+              if config.drift_check and no_reference is None else None)
     chunks = _sampled(iter_chunks(plan.files, config.text_col, config.chunk_rows, fast=config.fast), sample)
     with tqdm(total=_estimate_rows(plan.files) if config.progress else None, unit="row", unit_scale=True,
               desc="scoring", disable=None if config.progress else True) as bar:
@@ -257,7 +259,8 @@ def _score_locally(plan: Plan, config: ScoreConfig) -> ScoreSummary:
         setattr(summary, key, value)
     summary.gold = writer.gold
     summary.review, summary.review_below = plan.review, plan.review_below
-    summary.drift = None if sample is None else drift_check(plan, sample.kept)
+    summary.drift = (None if not config.drift_check else not_run(no_reference) if no_reference is not None
+                     else drift_check(plan, sample.kept))
     summary.seconds = time.perf_counter() - started
     summary.driver_cpu_seconds = time.process_time() - cpu
     return summary
@@ -299,8 +302,9 @@ def _ray_drift(plan: Plan, done: dict) -> DriftResult:
 def _sampled(chunks: Iterator[Chunk], sample: Reservoir | None) -> Iterator[Chunk]:
     """``chunks`` as they are, each one's texts offered to ``sample`` (those of finished chunks too, on a resume)."""
     for chunk in chunks:
-        if sample is not None:
-            sample.add(chunk.texts)
+        if sample is not None:  # an Arrow chunk's texts as the array: only the sampled ones become str
+            array = getattr(chunk, "text_array", None)
+            sample.add(chunk.texts if array is None else array)
         yield chunk
 
 

@@ -69,6 +69,30 @@ def test_the_reservoir_is_uniform_over_a_stream_of_batches():
     assert counts.min() > 1800 and counts.max() < 2200, counts
 
 
+def test_the_reservoir_keeps_algorithm_rs_items_from_lists_and_arrow_arrays_alike():
+    import pyarrow as pa
+
+    from scoring.drift import Reservoir
+
+    texts = [f"tweet {i}" for i in range(10_000)]
+    rng = np.random.default_rng(7)  # algorithm R one item at a time, drawing as Reservoir does per batch
+    serial: list[str] = []
+    for start in range(0, len(texts), 4096):
+        batch = texts[start:start + 4096]
+        free = min(max(100 - len(serial), 0), len(batch))
+        serial.extend(batch[:free])
+        draws = rng.random(len(batch) - free)
+        for offset, (item, u) in enumerate(zip(batch[free:], draws)):
+            slot = int(u * (start + free + offset + 1))
+            if slot < 100:
+                serial[slot] = item
+    listed, arrow = Reservoir(100, seed=7), Reservoir(100, seed=7)
+    for start in range(0, len(texts), 4096):
+        listed.add(texts[start:start + 4096])
+        arrow.add(pa.array(texts[start:start + 4096]))
+    assert listed.kept == serial and arrow.kept == serial and listed.seen == arrow.seen == 10_000
+
+
 def test_the_ray_engines_keyed_sample_is_uniform_and_the_same_in_any_chunk_order():
     from scoring.drift import KeyedSample, keyed_part
 

@@ -171,3 +171,43 @@ def test_auto_follows_the_measured_rule(monkeypatch):
     small.predict_proba(X[:5]), hnsw.predict_proba(X[:5])
     assert calls == []
     assert exact.prefer_blas(11_096, 100) and not exact.prefer_blas(11_096, 2_775) and not exact.prefer_blas(1_000, 10)
+
+
+def test_a_rows_probabilities_are_the_same_bits_in_any_batch_and_from_either_search():
+    """What lets ``score`` classify a repeated text once: the vote's similarities are scored again one
+    pair at a time, so neither the batch size (which picks BLAS or FAISS under search="auto", and the
+    kernel inside each) nor the search changes a bit; near-ties and exact duplicates included."""
+    rng = np.random.default_rng(4)
+    base = _normalized(rng.standard_normal((exact.MIN_STORED, 48)))
+    train = np.concatenate([base, base[:300], np.repeat(base[300:302], 40, axis=0)])  # exact ties: 300 stored
+    y = rng.integers(0, 3, len(train))  # twice, 2 stored 41 times (a retweet: far more copies than MARGIN)
+    near = base[:50] + 1e-7 * rng.standard_normal((50, 48)).astype(np.float32)  # within float32 noise of stored ones
+    queries = np.concatenate([base[:100], near, base[300:302], _normalized(rng.standard_normal((500, 48)))])
+    for k in (1, 5, 15):
+        head = get_head("knn", k=k).fit(train, y)
+        assert head.batch_invariant
+        whole = head.predict_proba(queries)  # 652 queries: FAISS under auto
+        assert not exact.prefer_blas(len(train), len(queries))
+        for size in (1, 2, 7, exact.MAX_QUERIES):  # the BLAS under auto, and FAISS's small-batch kernel
+            pieces = np.concatenate([head.predict_proba(queries[i:i + size]) for i in range(0, len(queries), size)])
+            assert pieces.tobytes() == whole.tobytes(), (k, size)
+        for search in ("faiss", "blas"):
+            head.set_params(search=search)
+            assert head.predict_proba(queries).tobytes() == whole.tobytes(), (k, search)
+    assert not get_head("knn", k=3, index="hnsw").fit(train, y).batch_invariant
+
+
+def test_a_tie_longer_than_the_candidates_goes_to_the_lowest_ids_whichever_candidates_came():
+    """A tweet stored 41 times: two searches may hand over different copies as the k + MARGIN
+    candidates (FAISS's choice among exact ties follows its kernel's rounding); the vote must not see it."""
+    rng = np.random.default_rng(5)
+    matrix = _normalized(rng.standard_normal((500, 64)))
+    copies = np.sort(rng.choice(500, 41, replace=False))
+    matrix[copies] = matrix[copies[0]]
+    query = matrix[copies[:1]].copy()
+    k = 15
+    low, high = copies[:k + exact.MARGIN], copies[-(k + exact.MARGIN):]
+    for candidates in (low, high, rng.permutation(high)):
+        sims, ids = exact.reranked(query, matrix, candidates[None, :], k, exact.duplicate_groups(matrix))
+        assert ids[0].tolist() == copies[:k].tolist()
+        assert len(set(sims[0].tolist())) == 1  # every copy scored to the same bits
