@@ -16,16 +16,7 @@ import time
 import numpy as np
 
 import common  # bench/ is on sys.path: run as `python bench/cache_speed.py` or from bench/run.py
-from common import Table, log, ratio
-
-
-def _best(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+from common import Table, best_seconds, log, ratio
 
 
 def bench_embed(tmp, n: int | None) -> tuple[Table, object, list[str]]:
@@ -69,7 +60,7 @@ def bench_store(tmp, emb, texts: list[str], n_synthetic: int) -> Table:
     found, _ = store.get_many(keys)
     if not found.all():
         raise RuntimeError(f"{(~found).sum()} of the tweets' keys are missing from the warm cache")
-    secs = _best(lambda: store.get_many(keys), 3)
+    secs = best_seconds(lambda: store.get_many(keys), 3)
     store.close()
     table.add(len(keys), enc.dim, "GOP tweets (unique), store open, best of 3", secs, len(keys) / secs,
               ratio(len(keys) / secs, 200_000))
@@ -79,7 +70,7 @@ def bench_store(tmp, emb, texts: list[str], n_synthetic: int) -> Table:
         s.get_many(keys)
         s.close()
 
-    secs = _best(open_and_read, 3)
+    secs = best_seconds(open_and_read, 3)
     table.add(len(keys), enc.dim, "GOP tweets (unique), opening the store included, best of 3", secs,
               len(keys) / secs, ratio(len(keys) / secs, 200_000))
 
@@ -96,13 +87,13 @@ def bench_store(tmp, emb, texts: list[str], n_synthetic: int) -> Table:
     found, back = store.get_many(synth_keys)
     if not (found.all() and np.array_equal(back, vectors)):
         raise RuntimeError("synthetic vectors did not come back unchanged")
-    secs = _best(lambda: store.get_many(synth_keys), 3)
+    secs = best_seconds(lambda: store.get_many(synth_keys), 3)
     phases = _phases(store, synth_keys)
-    chunked = _best(lambda: [store.get_many(synth_keys[s:s + 8192]) for s in range(0, n_synthetic, 8192)], 3)
+    chunked = best_seconds(lambda: [store.get_many(synth_keys[s:s + 8192]) for s in range(0, n_synthetic, 8192)], 3)
     store.close()
     table.add(n_synthetic, dim, "synthetic, store open, best of 3", secs, n_synthetic / secs,
               ratio(n_synthetic / secs, 200_000))
-    gather = _best(lambda: vectors[np.random.default_rng(0).permutation(n_synthetic)], 3)
+    gather = best_seconds(lambda: vectors[np.random.default_rng(0).permutation(n_synthetic)], 3)
     table.add(n_synthetic, dim, "synthetic, 8,192 keys per call, best of 3", chunked, n_synthetic / chunked,
               ratio(n_synthetic / chunked, 200_000))
     table.notes.append(
@@ -127,7 +118,7 @@ def _phases(store, keys: list[bytes]) -> dict[str, float]:
     """Replay ``EmbeddingStore.get_many``'s steps one at a time and time each (bench-only)."""
     import zlib
 
-    total = _best(lambda: store.get_many(keys), 1)
+    total = best_seconds(lambda: store.get_many(keys), 1)
     position = {key: i for i, key in enumerate(keys)}
     start = time.perf_counter()
     rows = list(store.index_rows(position))

@@ -122,6 +122,18 @@ def mpnet_path(cache_dir: Path) -> str:
 
 
 # -- timing -------------------------------------------------------------------------------------
+def best_seconds(fn, repeats: int, warm_up: bool = False) -> float:
+    """Best of ``repeats`` timed calls of ``fn`` (after one untimed call with ``warm_up``)."""
+    if warm_up:
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def interleave(variants: dict, rounds: int, label: str = "") -> dict[str, list[float]]:
     """Run each ``name -> fn()`` once per round, rotating the order; return seconds per run.
 

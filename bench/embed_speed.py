@@ -47,7 +47,7 @@ import time
 import numpy as np
 
 import common  # bench/ is on sys.path: run as `python bench/embed_speed.py` or from bench/run.py
-from common import Table, log, ratio
+from common import Table, best_seconds, log, ratio
 
 
 def _split_accuracy(X: np.ndarray, y: np.ndarray) -> float:
@@ -213,17 +213,6 @@ def _cpu_precisions():
     return (("fp32", torch.float32),) + ((("bf16", torch.bfloat16),) if cpu_has_bf16() else ())
 
 
-def _best_seconds(fn, repeats: int) -> float:
-    """Best of ``repeats`` timed calls of ``fn``, after one untimed warm-up call."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def peak_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
     """Best-of-``repeats`` torch matmul GFLOP/s per precision on this CPU (all torch threads)."""
     import torch
@@ -232,7 +221,7 @@ def peak_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
     for name, dtype in _cpu_precisions():
         a = torch.randn(size, size).to(dtype)
         b = torch.randn(size, size).to(dtype)
-        peaks[name] = 2 * size ** 3 / _best_seconds(lambda: a @ b, repeats) / 1e9  # noqa: B023
+        peaks[name] = 2 * size ** 3 / best_seconds(lambda: a @ b, repeats, warm_up=True) / 1e9  # noqa: B023
     return peaks
 
 
@@ -250,8 +239,8 @@ def shape_gflops(hidden: int, ffn: int, rows: int, repeats: int = 5) -> dict[str
         inputs = {k: torch.randn(rows, k).to(dtype) for k in {hidden, ffn}}
         weights = [torch.randn(n, k).to(dtype) for k, n in shapes]
         with torch.inference_mode():
-            seconds = _best_seconds(lambda: [torch.nn.functional.linear(inputs[w.shape[1]], w)  # noqa: B023
-                                             for w in weights], repeats)  # noqa: B023
+            seconds = best_seconds(lambda: [torch.nn.functional.linear(inputs[w.shape[1]], w)  # noqa: B023
+                                            for w in weights], repeats, warm_up=True)  # noqa: B023
         rates[name] = flops / seconds / 1e9
     return rates
 

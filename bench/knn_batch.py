@@ -14,20 +14,10 @@ and calls of 100 (``search="auto"`` picks FAISS for the one, the BLAS for the ot
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
-from common import Table, cpu_header, gop_tweets, log, temp_dir
-
-
-def _best_ms(fn, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best * 1e3
+from common import Table, best_seconds, cpu_header, gop_tweets, log, temp_dir
 
 
 def run(k: int, rounds: int) -> Table:
@@ -60,7 +50,7 @@ def run(k: int, rounds: int) -> Table:
         found = {}
         for reranks in (True, False):
             variant(reranks)
-            found[reranks] = _best_ms(lambda: head.predict_proba(queries[:n]), rounds)
+            found[reranks] = best_seconds(lambda: head.predict_proba(queries[:n]), rounds) * 1e3
         table.add(f"{n:,}", found[True], found[False], f"{found[False] / found[True]:.2f}x")
         log(f"{n} queries: {found}")
     for reranks, name in ((True, "rerank"), (False, "search only")):

@@ -37,6 +37,8 @@ inner product.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 TIE = 1e-6  # similarities closer than this around the k-th place are a tie (lowest ids win)
@@ -95,18 +97,26 @@ def _lowest_ids_of_tie(row: np.ndarray, kth: np.float32, k: int) -> np.ndarray:
     return np.concatenate([above, np.flatnonzero(np.abs(row - kth) <= TIE)[:k - len(above)]])
 
 
-def duplicate_groups(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which stored vectors are exact copies of each other (a retweet's, stored once per copy):
-    ``(group, members, starts)``, vector i in group ``group[i]``, whose ids (ascending) are
-    ``members[starts[g]:starts[g + 1]]``."""
+class Copies(NamedTuple):
+    """Which stored vectors are exact copies of each other: vector i is in group ``group[i]``, of
+    ``sizes[g]`` vectors whose ids (ascending) are ``members[starts[g]:starts[g] + sizes[g]]``."""
+
+    group: np.ndarray
+    members: np.ndarray
+    starts: np.ndarray
+    sizes: np.ndarray
+
+
+def duplicate_groups(matrix: np.ndarray) -> Copies:
+    """The stored vectors' exact copies (a retweet's, stored once per copy), as :class:`Copies`."""
     rows = np.ascontiguousarray(matrix).view(np.dtype((np.void, matrix.shape[1] * matrix.itemsize))).ravel()
-    _, group, counts = np.unique(rows, return_inverse=True, return_counts=True)
+    _, group, sizes = np.unique(rows, return_inverse=True, return_counts=True)
     members = np.argsort(group, kind="stable")
-    return group.ravel(), members, np.concatenate([[0], np.cumsum(counts)])
+    return Copies(group.ravel(), members, np.cumsum(sizes) - sizes, sizes)
 
 
 def reranked(queries: np.ndarray, matrix: np.ndarray, ids: np.ndarray, k: int,
-             copies: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+             copies: Copies) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best of each query's candidate ``ids`` by a similarity computed one pair at a time.
 
     Each similarity is the elementwise float32 product of one query and one stored vector summed
@@ -117,8 +127,7 @@ def reranked(queries: np.ndarray, matrix: np.ndarray, ids: np.ndarray, k: int,
     the tie goes to the lowest ids of all the copies, whichever of them the search handed over.
     Returns float32 similarities and int64 ids shaped ``(len(queries), k)``.
     """
-    group, members, starts = copies
-    sizes = np.diff(starts)
+    group, members, starts, sizes = copies
     sims = np.empty((len(queries), k), dtype=np.float32)
     out = np.empty((len(queries), k), dtype=np.int64)
     for start in range(0, len(queries), RERANK_ROWS):
@@ -131,7 +140,7 @@ def reranked(queries: np.ndarray, matrix: np.ndarray, ids: np.ndarray, k: int,
         kth = group[block[:, k - 1]]
         for row in np.flatnonzero(sizes[kth] > 1):  # the k-th place's tie may hold copies not handed over
             g = kth[row]
-            band = np.union1d(block[row], members[starts[g]:starts[g + 1]])
+            band = np.union1d(block[row], members[starts[g]:starts[g] + sizes[g]])
             if len(band) > block.shape[1]:
                 scored = (matrix[band] * rows[row]).sum(axis=1)
                 top = np.lexsort((band, -scored))[:k]

@@ -229,9 +229,8 @@ def _score_locally(plan: Plan, config: ScoreConfig) -> ScoreSummary:
     state = writer.open()
     done = state["chunk"]
     summary = ScoreSummary(plan.output, plan.rejects, resumed_chunks=done + 1)
-    no_reference = missing_reference(plan.classifier, plan.head_spec[0] == E2E) if config.drift_check else None
     sample = (Reservoir(DriftConfig.sample, seed=DriftConfig.seed)  # nothing sampled where nothing compares it
-              if config.drift_check and no_reference is None else None)
+              if config.drift_check and missing_reference(plan.classifier, plan.head_spec[0] == E2E) is None else None)
     chunks = _sampled(iter_chunks(plan.files, config.text_col, config.chunk_rows, fast=config.fast), sample)
     with tqdm(total=_estimate_rows(plan.files) if config.progress else None, unit="row", unit_scale=True,
               desc="scoring", disable=None if config.progress else True) as bar:
@@ -259,8 +258,7 @@ def _score_locally(plan: Plan, config: ScoreConfig) -> ScoreSummary:
         setattr(summary, key, value)
     summary.gold = writer.gold
     summary.review, summary.review_below = plan.review, plan.review_below
-    summary.drift = (None if not config.drift_check else not_run(no_reference) if no_reference is not None
-                     else drift_check(plan, sample.kept))
+    summary.drift = drift_check(plan, sample.kept if sample else []) if config.drift_check else None
     summary.seconds = time.perf_counter() - started
     summary.driver_cpu_seconds = time.process_time() - cpu
     return summary
